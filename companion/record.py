@@ -1,0 +1,64 @@
+"""Record a chapter's key numbers: shown in the notebook, glued for the prose, saved for regression runs.
+
+A chapter calls ``use_records_file(records_path)`` once (``records_path`` is a papermill parameter;
+when it is ``None`` the environment variable ``COMPANION_RECORDS`` is used, and when that is unset
+nothing is written), then ``record(name, value)`` for every number the regression harness and the
+appendix scorecard should see.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.@]*$")
+_path: Path | None = None
+
+
+def use_records_file(path: str | os.PathLike | None) -> Path | None:
+    """Start a fresh records file at ``path`` (or ``$COMPANION_RECORDS``); return the path used."""
+    global _path
+    chosen = path if path is not None else os.environ.get("COMPANION_RECORDS")
+    _path = Path(chosen) if chosen else None
+    if _path is not None:
+        _path.parent.mkdir(parents=True, exist_ok=True)
+        _path.write_text("{}\n")
+    return _path
+
+
+def load_records(path: str | os.PathLike) -> dict[str, float]:
+    """Read a records file written by :func:`record`."""
+    return json.loads(Path(path).read_text())
+
+
+def record(name: str, value: float, *, show: bool = True) -> float:
+    """Show ``name = value``, glue it for MyST (``{glue:text}`name```) and write it to the records file.
+
+    ``name`` uses letters, digits, ``_``, ``.`` and ``@`` (e.g. ``acc_pgd@0.1``); ``value`` is a
+    finite number (accuracies are fractions in [0, 1]). Returns ``value`` as a float.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"record name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"record {name!r}: value must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"record {name!r}: value must be finite, got {v}")
+    if show:
+        print(f"{name} = {v:.4g}")
+    try:  # glue only inside a kernel that MyST-NB can read (no-op elsewhere)
+        from myst_nb import glue
+
+        glue(name, v, display=False)
+    except ImportError:
+        pass
+    path = _path
+    if path is None and os.environ.get("COMPANION_RECORDS"):
+        path = Path(os.environ["COMPANION_RECORDS"])
+    if path is not None:
+        records = json.loads(path.read_text()) if path.exists() else {}
+        records[name] = v
+        path.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+    return v
