@@ -1,0 +1,352 @@
+"""White-box evasion attacks on image classifiers, and the tools to attack randomised defenses.
+
+Every attack has the signature ``attack(model, x, y, **params) -> x_adv``: ``model`` maps images
+``(B, C, H, W)`` in [0, 1] to logits ``(B, K)``; ``y`` holds the true labels ``(B,)``; the result
+is a detached tensor of the shape of ``x``, in [0, 1], on ``x``'s device. The model is called as
+it is (its train/eval mode is left alone) and gradients are taken w.r.t. the input only, so no
+parameter gradient is ever accumulated. All attacks are untargeted and vectorised over the batch.
+
+* :func:`fgsm`, :func:`bim`, :func:`pgd` -- gradient ascent on the cross-entropy in an
+  L∞ or L2 ball of radius ``eps`` (Goodfellow et al. 2015; Kurakin et al. 2017; Madry et al. 2018);
+* :func:`cw_l2` -- Carlini & Wagner's (2017) minimum-norm L2 attack;
+* :func:`deepfool` -- Moosavi-Dezfooli et al.'s (2016) multi-class L2 DeepFool;
+* :func:`bpda` and :class:`EOT` -- Athalye et al.'s (2018) answers to non-differentiable and
+  randomised defenses;
+* :data:`ATTACKS` and :func:`run_attack` -- attacks by name, in mini-batches.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._validate import check_choice, check_images, check_int, check_labels, check_positive
+
+Model = Callable[[Tensor], Tensor]
+NORMS = ("linf", "l2")
+
+__all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "pgd", "run_attack"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_inputs(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    if not callable(model):
+        raise TypeError(f"model must be a callable mapping images to logits, got {type(model).__name__}")
+    x = check_images(x, "x").detach()
+    return x, check_labels(y, x.shape[0], "y").to(x.device)
+
+
+def _logits(model: Model, x: Tensor, y: Tensor) -> Tensor:
+    """``model(x)``, checked to be logits ``(B, K)`` with every label ``< K``."""
+    out = model(x)
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model must return logits of shape ({x.shape[0]}, K), got {shape}")
+    if int(y.max()) >= out.shape[1]:
+        raise ValueError(f"y holds label {int(y.max())} but the model has only {out.shape[1]} classes")
+    return out
+
+
+def _norms(v: Tensor) -> Tensor:
+    """Per-sample L2 norms of a batch, shaped ``(B, 1, 1, 1)`` for broadcasting."""
+    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
+
+
+def _loss_grad(model: Model, x: Tensor, y: Tensor) -> Tensor:
+    """∇ₓ of the summed cross-entropy (each sample's gradient is that of its own loss)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(_logits(model, x, y), y, reduction="sum"), x)
+    return grad
+
+
+def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """Project ``x_adv`` onto the ``norm`` ball of radius ``eps`` around ``x``, then onto [0, 1].
+
+    Clipping to [0, 1] after the projection cannot leave the ball: it only moves pixels towards x.
+    """
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def _random_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """A uniform random point of the ``norm`` ball of radius ``eps`` per sample, shape of ``x``."""
+    dev = generator.device if generator is not None else x.device
+    kw = {"generator": generator, "device": dev, "dtype": x.dtype}
+    if norm == "linf":
+        return ((torch.rand(x.shape, **kw) * 2 - 1) * eps).to(x.device)
+    # Uniform in the L2 ball of R^d: Gaussian direction, radius eps * U^(1/d).
+    direction = torch.randn(x.shape, **kw)
+    direction = direction / _norms(direction).clamp_min(1e-12)
+    radius = eps * torch.rand(x.shape[0], **kw).pow(1.0 / x[0].numel())
+    return (direction * radius.view(-1, 1, 1, 1)).to(x.device)
+
+
+# --------------------------------------------------------------------------- L∞ / L2 ball attacks
+def fgsm(model: Model, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """Fast Gradient Sign Method: ``x' = clip[0,1](x + eps · sign ∇ₓ CE(f(x), y))``.
+
+    One step to the corner of the L∞ ball of radius ``eps`` (``eps = 0`` returns ``x``).
+    """
+    x, y = _check_inputs(model, x, y)
+    eps = check_positive(eps, "eps", allow_zero=True)
+    return (x + eps * _loss_grad(model, x, y).sign()).clamp(0.0, 1.0).detach()
+
+
+def pgd(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 40,
+    step_size: float | None = None,
+    norm: str = "linf",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected Gradient Descent (Madry et al. 2018): ascent on the cross-entropy in a ball.
+
+    ``x_{t+1} = Π_{B(x, eps) ∩ [0,1]}(x_t + α · d_t)`` with ``d_t = sign(g_t)`` for
+    ``norm="linf"`` and ``d_t = g_t / ‖g_t‖₂`` (per sample) for ``norm="l2"``. ``α = step_size``
+    defaults to ``2.5 · eps / steps``. With ``random_start`` ``x_0`` is drawn uniformly in the
+    ball (L∞: per-pixel uniform; L2: uniform in volume), from ``generator`` when given, so the
+    result is reproducible; otherwise ``x_0 = x``. The last iterate is returned.
+    """
+    x, y = _check_inputs(model, x, y)
+    eps = check_positive(eps, "eps", allow_zero=True)
+    steps = check_int(steps, "steps")
+    alpha = 2.5 * eps / steps if step_size is None else check_positive(step_size, "step_size")
+    check_choice(norm, "norm", NORMS)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    x_adv = x
+    if random_start:
+        x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
+    for _ in range(steps):
+        g = _loss_grad(model, x_adv, y)
+        d = g.sign() if norm == "linf" else g / _norms(g).clamp_min(1e-12)
+        x_adv = _project(x_adv + alpha * d, x, eps, norm)
+    return x_adv.detach()
+
+
+def bim(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    norm: str = "linf",
+) -> Tensor:
+    """Basic Iterative Method / I-FGSM (Kurakin et al. 2017): :func:`pgd` started at ``x``."""
+    return pgd(model, x, y, eps, steps=steps, step_size=step_size, norm=norm, random_start=False)
+
+
+# --------------------------------------------------------------------------- minimum-norm attacks
+def _margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``Z_y − max_{i≠y} Z_i`` per sample (negative iff misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return true - other
+
+
+def cw_l2(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    *,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    binary_search_steps: int = 1,
+) -> Tensor:
+    """Carlini-Wagner L2 attack (untargeted).
+
+    With ``x' = (tanh(w) + 1) / 2`` (always in [0, 1]), Adam minimises over ``w``
+    ``‖x' − x‖₂² + c · max(Z_y(x') − max_{i≠y} Z_i(x'), −kappa)`` on the logits ``Z``. Every
+    iterate is checked; per sample the successful one (margin ``< −kappa``) of smallest L2 distance
+    is kept. **Samples never fooled are returned unchanged** (as in Carlini & Wagner's and
+    torchattacks' code), so their perturbation is 0 and they count as robust.
+
+    ``binary_search_steps > 1`` repeats the optimisation (from ``x``, fresh Adam) with a per-sample
+    ``c``: multiplied by 10 while the sample was never fooled, then bisected between the largest
+    failing and the smallest successful ``c``.
+    """
+    x, y = _check_inputs(model, x, y)
+    kappa = check_positive(kappa, "kappa", allow_zero=True)
+    steps = check_int(steps, "steps")
+    lr = check_positive(lr, "lr")
+    rounds = check_int(binary_search_steps, "binary_search_steps")
+    cs = torch.full((x.shape[0],), check_positive(c, "c"), device=x.device, dtype=x.dtype)  # per sample
+    lo, hi = torch.zeros_like(cs), torch.full_like(cs, math.inf)
+    best, best_l2 = x.clone(), torch.full_like(cs, math.inf)
+    w0 = torch.atanh((2 * x - 1) * (1 - 1e-6))  # strictly inside (-1, 1) so w0 is finite
+    for _ in range(rounds):
+        w = w0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=lr)
+        fooled = torch.zeros_like(cs, dtype=torch.bool)
+        for step in range(steps + 1):  # step `steps` only evaluates the final iterate
+            with torch.enable_grad():
+                x_adv = (torch.tanh(w) + 1) / 2
+                l2 = (x_adv - x).flatten(1).pow(2).sum(1)
+                margin = _margin(_logits(model, x_adv, y), y)
+                with torch.no_grad():
+                    ok = margin < -kappa
+                    better = ok & (l2 < best_l2)
+                    best_l2 = torch.where(better, l2, best_l2)
+                    best = torch.where(better.view(-1, 1, 1, 1), x_adv, best)
+                    fooled |= ok
+                if step == steps:
+                    break
+                loss = (l2 + cs * margin.clamp(min=-kappa)).sum()
+                (w.grad,) = torch.autograd.grad(loss, w)
+            opt.step()
+        hi = torch.where(fooled, torch.minimum(hi, cs), hi)
+        lo = torch.where(fooled, lo, torch.maximum(lo, cs))
+        cs = torch.where(hi.isinf(), cs * 10, (lo + hi) / 2)
+    return best.detach()
+
+
+def deepfool(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_classes: int = 10,
+    steps: int = 50,
+    overshoot: float = 0.02,
+) -> Tensor:
+    """Multi-class DeepFool (L2; Moosavi-Dezfooli et al. 2016), batched.
+
+    Among the ``num_classes`` classes of highest clean logit (``y`` included; all classes if the
+    model has fewer), each step linearises ``f_k = Z_k − Z_y`` at the current point and moves to
+    the nearest linearised boundary: ``l = argmin_k |f_k| / ‖∇f_k‖``,
+    ``r_i = (|f_l| + 1e-4) ∇f_l / ‖∇f_l‖²``. The output is ``clip[0,1](x + (1 + overshoot) Σ r_i)``;
+    a sample stops once it is misclassified (or after ``steps`` steps).
+    """
+    x, y = _check_inputs(model, x, y)
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    steps = check_int(steps, "steps")
+    overshoot = check_positive(overshoot, "overshoot", allow_zero=True)
+    with torch.no_grad():
+        logits = _logits(model, x, y)
+        k = min(num_classes, logits.shape[1]) - 1  # number of candidate classes besides y
+        others = logits.scatter(1, y[:, None], float("-inf")).topk(k, dim=1).indices  # (B, k)
+    classes = torch.cat([y[:, None], others], dim=1)  # column 0 is the true class
+    r_tot = torch.zeros_like(x)
+    x_adv = x.clone()
+    active = logits.argmax(1) == y
+    for _ in range(steps):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        with torch.enable_grad():
+            xa = x_adv[idx].requires_grad_(True)
+            z = _logits(model, xa, y[idx]).gather(1, classes[idx])  # (b, k + 1)
+            grads = torch.stack(
+                [torch.autograd.grad(z[:, j].sum(), xa, retain_graph=j < k)[0] for j in range(k + 1)], 1
+            )
+        f = (z[:, 1:] - z[:, :1]).detach()  # (b, k)
+        w = grads[:, 1:] - grads[:, :1]  # (b, k, C, H, W)
+        w_norm = w.flatten(2).norm(dim=2).clamp_min(1e-12)
+        nearest = (f.abs() / w_norm).argmin(dim=1)
+        rows = torch.arange(len(idx), device=x.device)
+        w_l, f_l, n_l = w[rows, nearest], f[rows, nearest], w_norm[rows, nearest]
+        r_tot[idx] += ((f_l.abs() + 1e-4) / n_l**2).view(-1, 1, 1, 1) * w_l
+        x_adv[idx] = (x[idx] + (1 + overshoot) * r_tot[idx]).clamp(0.0, 1.0)
+        with torch.no_grad():
+            active[idx] = _logits(model, x_adv[idx], y[idx]).argmax(1) == y[idx]
+    return x_adv.detach()
+
+
+# --------------------------------------------------------------------------- adaptive-attack tools
+def bpda(transform: Callable[[Tensor], Tensor], approx: Callable[[Tensor], Tensor] | None = None) -> Model:
+    """Backward Pass Differentiable Approximation (Athalye et al. 2018).
+
+    Returns ``g`` with ``g(x) = transform(x)`` in the forward pass and the gradient of ``approx``
+    (default: the identity, i.e. the straight-through estimator) in the backward pass:
+    ``g(x) = a(x) + (transform(x) − a(x)).detach()``. ``transform`` may be non-differentiable
+    (quantisation, JPEG, denoising...). Use ``nn.Sequential``-style composition, e.g.
+    ``lambda x: classifier(bpda(defense)(x))``.
+    """
+    if not callable(transform):
+        raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+    if approx is not None and not callable(approx):
+        raise TypeError(f"approx must be callable or None, got {type(approx).__name__}")
+
+    def straight_through(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = transform(x.detach())
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise ValueError(f"transform must return a tensor of the input's shape {tuple(x.shape)}")
+        a = x if approx is None else approx(x)
+        return a + (out - a).detach()
+
+    return straight_through
+
+
+class EOT(nn.Module):
+    """Expectation over Transformation (Athalye et al. 2018) for a randomised ``model``.
+
+    ``forward(x)`` calls ``model`` ``samples`` times (each call draws its own randomness) and
+    returns ``log( (1/S) Σ_s softmax(model(x)) )``, shape ``(B, K)``: log-probabilities of the
+    expected prediction. Fed to an attack as logits (softmax is invariant to the shift), the
+    cross-entropy on it is ``−log E[p_y]``, whose gradient is the EOT gradient; its argmax is the
+    majority-probability class.
+    """
+
+    def __init__(self, model: Model, samples: int = 10) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        self.model = model
+        self.samples = check_int(samples, "samples")
+
+    def forward(self, x: Tensor) -> Tensor:
+        logp = torch.stack([F.log_softmax(self.model(x), dim=1) for _ in range(self.samples)])
+        return torch.logsumexp(logp, dim=0) - math.log(self.samples)
+
+
+# --------------------------------------------------------------------------- by name, in batches
+ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "pgd": pgd, "bim": bim, "cw": cw_l2, "deepfool": deepfool}
+
+
+def run_attack(
+    name: str,
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    **params: object,
+) -> Tensor:
+    """Run the attack ``ATTACKS[name]`` with ``params`` on ``(x, y)`` in mini-batches.
+
+    Returns the concatenated adversarial images (shape of ``x``, in [0, 1]); ``progress`` shows
+    a ``tqdm`` bar. A ``generator`` passed to ``pgd`` is consumed batch after batch, so the
+    result is reproducible for a fixed ``batch_size``.
+    """
+    check_choice(name, "attack", ATTACKS)
+    x, y = _check_inputs(model, x, y)
+    batch_size = check_int(batch_size, "batch_size")
+    attack = ATTACKS[name]
+    accepted = list(inspect.signature(attack).parameters)[3:]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TypeError(f"{name} got unknown parameter(s) {unknown}; it accepts {accepted}")
+    starts = range(0, x.shape[0], batch_size)
+    bar = tqdm(starts, desc=name, disable=not progress, total=len(starts))
+    return torch.cat([attack(model, x[i: i + batch_size], y[i: i + batch_size], **params) for i in bar])
