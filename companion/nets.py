@@ -37,6 +37,40 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class CAMNet(nn.Module):
+    """A classifier with a global-average-pooling head, so that class activation maps exist.
+
+    conv-BN-ReLU-pool ×2, conv-ReLU, global average pooling, linear: ``(B, C, H, W)`` -> logits.
+    :meth:`feature_maps` returns the last convolutional maps ``f_j`` (``(B, J, H/4, W/4)``) and
+    ``head.weight`` the class weights ``w_j^c``, the two ingredients of a CAM (Zhou et al. 2016).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1) -> None:
+        super().__init__()
+        for name, v in (("num_classes", num_classes), ("width", width), ("in_channels", in_channels)):
+            check_int(v, name)
+        self.in_channels = in_channels
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature maps, ``(B, 4·width, H/4, W/4)``."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"CAMNet expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return self.body(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled features Φ(x), ``(B, 4·width)``."""
+        return self.feature_maps(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 def check_classifier_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Validate a batch for a classifier (kept here so nets and callers share one message)."""
     return check_images(x, "x", channels=getattr(model, "in_channels", None))

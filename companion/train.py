@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import check_int, check_positive
+from ._validate import check_choice, check_int, check_positive
 
 
 @dataclass
@@ -35,6 +35,7 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    schedule: str = "constant",
     progress: bool = True,
     desc: str = "training",
 ) -> History:
@@ -43,7 +44,8 @@ def fit(
     Mini-batches are shuffled by a generator seeded with ``seed``, so a run is reproducible. The
     model is left in eval mode. Accuracy is tracked when ``y`` holds integer labels. ``augment``,
     if given, maps each input mini-batch (and the generator) to an augmented one, e.g.
-    :func:`random_shift`.
+    :func:`random_shift`. ``schedule="cosine"`` anneals the learning rate to 0 over the run,
+    which steadies the last epochs (useful for networks with batch normalisation).
     """
     import time
 
@@ -51,6 +53,7 @@ def fit(
     check_int(batch_size, "batch_size")
     check_positive(lr, "lr")
     check_positive(weight_decay, "weight_decay", allow_zero=True)
+    check_choice(schedule, "schedule", ("constant", "cosine"))
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("x and y must be torch tensors")
     if len(x) == 0 or len(x) != len(y):
@@ -60,6 +63,8 @@ def fit(
     classify = not y.is_floating_point()
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch) if schedule == "cosine" else None
     gen = torch.Generator().manual_seed(seed)
     hist = History()
     start = time.perf_counter()
@@ -78,6 +83,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach()) * len(idx)
             if classify:
                 correct += int((out.argmax(1) == yb).sum())

@@ -29,7 +29,13 @@ def device() -> torch.device:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use ``n`` CPU threads for torch (default: the cores this process may run on)."""
+    """Use ``n`` CPU threads for torch.
+
+    Default: ``$COMPANION_THREADS`` if set (useful when several jobs share a machine: torch's
+    thread pools slow down several-fold when oversubscribed), else the cores this process may use.
+    """
+    if n is None and os.environ.get("COMPANION_THREADS"):
+        n = int(os.environ["COMPANION_THREADS"])
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     check_int(n, "n")
