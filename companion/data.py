@@ -168,3 +168,26 @@ def load_olivetti(root: str | os.PathLike | None = None, download: bool = False)
             ) from err
         images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
     return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+
+
+def load_image_folder(folder: str | os.PathLike, size: int = 224, limit: int | None = None) -> torch.Tensor:
+    """Every image of ``folder`` (sorted by name), resized (shorter side) and centre-cropped to
+    ``size``×``size``: RGB tensor ``(N, 3, size, size)`` in [0, 1]. Raises :class:`DataNotAvailable`
+    when the folder is missing or holds no image (the ``full`` profiles use it for ImageNet samples).
+    """
+    from PIL import Image
+    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+    path = Path(folder).expanduser()
+    files = sorted(f for f in path.glob("*") if f.suffix in IMAGE_SUFFIXES) if path.is_dir() else []
+    if not files:
+        raise DataNotAvailable(f"no images (.jpg, .png, ...) in {path}; put some ImageNet validation images there "
+                               f"or pass the folder that holds them")
+    images = []
+    for f in files[:limit]:
+        img = pil_to_tensor(Image.open(f).convert("RGB"))
+        images.append(center_crop(resize(img, size, antialias=True), [size, size]).float() / 255.0)
+    return torch.stack(images)

@@ -71,6 +71,44 @@ class CAMNet(nn.Module):
         return self.head(self.features(x))
 
 
+class ImageNetCAM(nn.Module):
+    """A torchvision ImageNet ResNet seen as a CAM-ready classifier on [0, 1] images.
+
+    Normalises with the ImageNet mean/std inside, exposes :meth:`feature_maps` (the output of
+    ``layer4``) and ``head`` (the final linear layer), like :class:`CAMNet`. ``pretrained=True``
+    loads torchvision's ImageNet weights, which torchvision downloads on first use: offline, and
+    without them in torch's cache, this raises :class:`companion.data.DataNotAvailable`.
+    """
+
+    def __init__(self, arch: str = "resnet50", pretrained: bool = True) -> None:
+        super().__init__()
+        import torchvision
+
+        from .data import DataNotAvailable
+
+        if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+            raise ValueError(f"unknown arch {arch!r}; choose a torchvision ResNet (resnet18 ... resnet152)")
+        builder = getattr(torchvision.models, arch)
+        try:
+            net = builder(weights="DEFAULT" if pretrained else None)
+        except Exception as err:  # URLError, SSL or HTTP errors, depending on the network
+            raise DataNotAvailable(f"could not load the ImageNet weights of {arch} ({err}); run once with internet access "
+                                   f"so that torchvision caches them under $TORCH_HOME") from err
+        self.in_channels = 3
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        self.head = net.fc
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"ImageNetCAM expects RGB images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        return self.body((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feature_maps(x).mean(dim=(2, 3)))
+
+
 def check_classifier_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Validate a batch for a classifier (kept here so nets and callers share one message)."""
     return check_images(x, "x", channels=getattr(model, "in_channels", None))

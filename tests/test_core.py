@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,16 @@ def test_seed_everything_validates() -> None:
     assert torch.rand(1, generator=g).item() == torch.rand(1, generator=torch.Generator().manual_seed(3)).item()
     with pytest.raises(ValueError):
         seed_everything(-1)
+
+
+def test_image_folder_loader(tmp_path) -> None:
+    from PIL import Image
+
+    from companion.data import load_image_folder
+
+    with pytest.raises(DataNotAvailable, match="no images"):
+        load_image_folder(tmp_path / "missing")
+    for i in range(3):
+        Image.fromarray((np.random.default_rng(i).random((40, 60, 3)) * 255).astype("uint8")).save(tmp_path / f"{i}.png")
+    x = load_image_folder(tmp_path, size=32)
+    assert x.shape == (3, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1

@@ -1,4 +1,7 @@
 """Input-transformation defenses: a transform T applied before the classifier, f(T(x))."""
-from .transforms import Preprocessed, gaussian_noise, quantize
+from .pixel_deflection import PixelDeflection, class_activation_maps, deflect, robust_activation_map
+from .transforms import Preprocessed, gaussian_noise, majority_vote, quantize
+from .wavelet import wavelet_denoise
 
-__all__ = ["Preprocessed", "gaussian_noise", "quantize"]
+__all__ = ["PixelDeflection", "Preprocessed", "class_activation_maps", "deflect", "gaussian_noise", "majority_vote",
+           "quantize", "robust_activation_map", "wavelet_denoise"]

@@ -45,3 +45,25 @@ class Preprocessed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.transform(x))
+
+
+def majority_vote(model: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, runs: int = 10,
+                  *, batch_size: int = 512) -> torch.Tensor:
+    """Ensemble inference for a randomised transform: classify ``transform(x)`` ``runs`` times and
+    return the majority label per image (ties broken by the summed softmax). ``runs = 10`` is the
+    paper's "Ens-10"."""
+    check_images(x)
+    check_int(runs, "runs")
+    with torch.no_grad():
+        scores = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i: i + batch_size]
+            votes, prob = None, None
+            for _ in range(runs):
+                logits = model(transform(xb))
+                one_hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
+                p = logits.softmax(1)
+                votes = one_hot if votes is None else votes + one_hot
+                prob = p if prob is None else prob + p
+            scores.append(votes + prob / (runs + 1))  # summed softmax < runs + 1: it only breaks ties
+        return torch.cat(scores).argmax(1)
