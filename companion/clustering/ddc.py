@@ -1,0 +1,202 @@
+"""Deep density clustering (DDC, Lin et al. 2018; seed 000, chapter 3).
+
+1. epsilon-neighbourhoods V(x_m) = {x : 1 - x^T x_m <= eps} (x_m included), eps = the mode of the
+   matched-pair cosine-distance density averaged over labelled training subjects (eq. 3.2);
+2. each neighbourhood is encapsulated by SVDD (eq. 3.3); for unit-norm features and a linear kernel
+   SVDD equals the one-class SVM (Lemma 1) and its evaluation function is linear on the sphere:
+   E_m(x) = Rbar_m - ||x - c_m||^2 = 2 c_m^T x + (Rbar_m - 1 - ||c_m||^2)          (eq. 3.11);
+3. density-aware similarity (eq. 3.12) s(x_i, x_j) = [avg_{z in V(x_j)} E_i(z) + avg_{z in V(x_i)} E_j(z)] / 2
+   = (A + A^T)/2 with A = W M^T + o 1^T (W rows 2 c_m, M rows the neighbourhood means), one product;
+4. average-linkage AHC on 1 - (2/pi) arctan(s) (the paper asks only for a decreasing map).
+
+DDC-NEG (eq. 3.15) replaces SVDD by a linear SVM separating V(x) from hard negatives beyond eta.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.stats import gaussian_kde
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC, OneClassSVM
+from tqdm.auto import tqdm
+
+from .._validate import check_choice, check_int, check_positive
+from .linkage import LinkageClustering, check_embeddings
+from .pahc import DISTANCES, pahc_distance
+
+
+def _matched_distances(X: np.ndarray, labels: np.ndarray, max_per_subject: int = 2000,
+                       rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    out = []
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for c in np.unique(labels):
+        Z = X[labels == c]
+        if len(Z) < 3:
+            continue
+        d = (1 - Z @ Z.T)[np.triu_indices(len(Z), 1)]
+        out.append(d if d.size <= max_per_subject else rng.choice(d, max_per_subject, replace=False))
+    return out
+
+
+def select_eps(X, labels, *, grid: int = 400) -> float:
+    """Eq. 3.2: eps = argmax_d E_c[p(d | c)], the mode of the per-subject matched-distance densities.
+
+    Each subject's density is a Gaussian KDE of its matched-pair cosine distances; the densities are
+    averaged with equal weight per subject (subjects with fewer than 3 images are skipped).
+    """
+    Xn, lab = check_embeddings(X), np.asarray(labels)
+    if lab.shape != (len(Xn),):
+        raise ValueError(f"labels must have shape ({len(Xn)},), got {lab.shape}")
+    per_subject = [d for d in _matched_distances(Xn, lab) if np.ptp(d) > 0]
+    if not per_subject:
+        raise ValueError("no subject has 3 or more images: cannot estimate the matched-pair distance density")
+    top = max(float(d.max()) for d in per_subject)
+    ds = np.linspace(0.0, top, grid)
+    density = np.mean([gaussian_kde(d)(ds) for d in per_subject], axis=0)
+    return float(ds[np.argmax(density)])
+
+
+def select_eta(X, labels, *, grid: int = 400, max_pairs: int = 200_000, seed: int = 0) -> float:
+    """Negative-mining threshold: the distance minimising FNR + FPR between matched and mismatched pairs.
+
+    This is the Bayes threshold with equal priors and equal costs (the crossing of the two densities).
+    """
+    Xn, lab = check_embeddings(X), np.asarray(labels)
+    if lab.shape != (len(Xn),):
+        raise ValueError(f"labels must have shape ({len(Xn)},), got {lab.shape}")
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(len(Xn), size=(2, max_pairs))
+    keep = i != j
+    i, j = i[keep], j[keep]
+    d = 1 - np.einsum("nd,nd->n", Xn[i], Xn[j])
+    same = lab[i] == lab[j]
+    if same.all() or not same.any():
+        raise ValueError("need both matched and mismatched pairs to choose eta")
+    ts = np.linspace(0, 2, grid)
+    fnr = (d[same][None, :] > ts[:, None]).mean(1)
+    fpr = (d[~same][None, :] <= ts[:, None]).mean(1)
+    return float(ts[np.argmin(fnr + fpr)])
+
+
+def eps_neighbourhoods(X: np.ndarray, eps: float) -> list[np.ndarray]:
+    """Indices of V(x_m) = {x : 1 - x^T x_m <= eps} for every m (x_m always included), for unit-norm ``X``."""
+    check_positive(eps, "eps")
+    out = []
+    for start in range(0, len(X), 1024):
+        G = X[start:start + 1024] @ X.T
+        for r, row in enumerate(G):
+            row[start + r] = 1.0
+            out.append(np.flatnonzero(1 - row <= eps))
+    return out
+
+
+def svdd_linear(Z: np.ndarray, nu: float = 0.5) -> tuple[np.ndarray, float]:
+    """SVDD of unit-norm points ``Z`` ``(n_V, d)`` (eq. 3.3), linear kernel: E(x) = a^T x + o for unit x.
+
+    Solved as the equivalent one-class SVM (Lemma 1) with scikit-learn/libsvm, whose dual is scaled by
+    nu n_V: E(x) = 2 decision_function(x) / (nu n_V) = 2 c^T x - 2 rho, c = sum_i alpha_i z_i. A single
+    point gives c = z, Rbar = 0, E(x) = -||x - z||^2 = 2 z^T x - 2 (closed form).
+    Returns ``(a, o)`` with ``a = 2 c`` ``(d,)``.
+    """
+    n = len(Z)
+    if n == 1:
+        return 2 * Z[0], -2.0
+    if not 0 < nu <= 1:
+        raise ValueError(f"nu must lie in (0, 1], got {nu}")
+    oc = OneClassSVM(kernel="linear", nu=nu, tol=1e-6).fit(Z)
+    scale = 2.0 / (nu * n)
+    return scale * oc.coef_[0], scale * float(oc.intercept_[0])
+
+
+def svdd_dual(Z: np.ndarray, nu: float = 0.5) -> np.ndarray:
+    """The normalised dual coefficients alpha ``(n_V,)`` of eq. 3.3 (sum 1, 0 <= alpha <= 1/(nu n_V))."""
+    n = len(Z)
+    oc = OneClassSVM(kernel="linear", nu=nu, tol=1e-8).fit(Z)
+    alpha = np.zeros(n)
+    alpha[oc.support_] = oc.dual_coef_[0] / (nu * n)
+    return alpha
+
+
+def _neg_svm(Zp: np.ndarray, Zn: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+    """Eq. 3.15 (Delta = 1): hinge-loss linear SVM, V(x) vs hard negatives; the bias is barely regularised."""
+    y = np.r_[np.ones(len(Zp)), -np.ones(len(Zn))]
+    svc = LinearSVC(C=C, loss="hinge", dual=True, intercept_scaling=10.0, max_iter=5000, tol=1e-4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svc.fit(np.r_[Zp, Zn], y)
+    return svc.coef_[0], float(svc.intercept_[0])
+
+
+def ddc_evaluators(X: np.ndarray, eps: float, nu: float = 0.5, negatives: bool = False, neg_eta: float = 0.4,
+                   n_neg: int = 100, C: float = 1.0, progress: bool = False) -> dict[str, np.ndarray]:
+    """Linear evaluation functions E_m(x) = W[m] x + o[m] and neighbourhood means M for unit-norm ``X``.
+
+    ``negatives=False``: SVDD per eps-neighbourhood (DDC). ``negatives=True``: linear SVM against the
+    ``n_neg`` nearest points farther than ``neg_eta`` (DDC-NEG; SVDD where no negative exists).
+    Also returns ``sizes`` (n_V per point).
+    """
+    n, d = X.shape
+    hoods = eps_neighbourhoods(X, eps)
+    W, o, M = np.empty((n, d)), np.empty(n), np.empty((n, d))
+    G = None
+    for m in tqdm(range(n), desc="DDC-NEG: one SVM per point" if negatives else "DDC: one SVDD per point",
+                  disable=not progress, mininterval=1.0):
+        Z = X[hoods[m]]
+        M[m] = Z.mean(axis=0)
+        if negatives:
+            if G is None or m % 1024 == 0:
+                G = X[m:m + 1024] @ X.T
+            dist = 1 - G[m % 1024]
+            far = np.flatnonzero(dist > neg_eta)
+            if far.size:
+                neg = far[np.argsort(dist[far], kind="stable")[:n_neg]]
+                W[m], o[m] = _neg_svm(Z, X[neg], C)
+                continue
+        W[m], o[m] = svdd_linear(Z, nu)
+    return {"W": W, "o": o, "M": M, "sizes": np.array([len(h) for h in hoods])}
+
+
+class DeepDensityClustering(LinkageClustering):
+    """Deep density clustering, DDC (``negatives=False``) or DDC-NEG (``negatives=True``); scikit-learn API.
+
+    ``eps``: neighbourhood radius in cosine distance (estimate it with :func:`select_eps` on labelled
+    *training* identities; the paper's features gave 0.23). ``nu``: SVDD parameter in (0, 1].
+    ``neg_eta``, ``n_neg``, ``C``: DDC-NEG's negative threshold (:func:`select_eta`), number of hard
+    negatives and SVM constant. ``distance``: ``"arctan"`` (default) or ``"exp"`` map of the similarity.
+    Cut at ``threshold`` or ``n_clusters`` (default threshold 1, i.e. s = 0). ``fit`` sets ``labels_``,
+    ``linkage_``, ``similarity_`` and ``neighbourhood_sizes_``.
+    """
+
+    def __init__(self, eps: float = 0.25, nu: float = 0.5, negatives: bool = False, neg_eta: float = 0.4,
+                 n_neg: int = 100, C: float = 1.0, distance: str = "arctan", threshold: float | None = None,
+                 n_clusters: int | None = None, progress: bool = False) -> None:
+        self.eps = eps
+        self.nu = nu
+        self.negatives = negatives
+        self.neg_eta = neg_eta
+        self.n_neg = n_neg
+        self.C = C
+        self.distance = distance
+        self.threshold = threshold
+        self.n_clusters = n_clusters
+        self.progress = progress
+
+    def _check_params(self) -> None:
+        check_positive(self.eps, "eps")
+        check_positive(self.nu, "nu")
+        if self.nu > 1:
+            raise ValueError(f"nu must lie in (0, 1], got {self.nu}")
+        if not isinstance(self.negatives, bool):
+            raise TypeError(f"negatives must be True or False, got {self.negatives!r}")
+        check_positive(self.neg_eta, "neg_eta")
+        check_int(self.n_neg, "n_neg")
+        check_positive(self.C, "C")
+        check_choice(self.distance, "distance", DISTANCES)
+
+    def _distances(self, X: np.ndarray) -> np.ndarray:
+        h = ddc_evaluators(X, self.eps, self.nu, self.negatives, self.neg_eta, self.n_neg, self.C, self.progress)
+        self.neighbourhood_sizes_ = h["sizes"]
+        A = h["W"] @ h["M"].T + h["o"][:, None]        # A[i, j] = mean of E_i over V(x_j)
+        self.similarity_ = (A + A.T) / 2
+        return pahc_distance(self.similarity_, self.distance)

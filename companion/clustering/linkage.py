@@ -1,0 +1,125 @@
+"""Average-linkage agglomerative clustering (AHC) on a precomputed distance, and the estimator base.
+
+Every method of this part builds an ``(N, N)`` distance matrix and cuts one average-linkage dendrogram:
+at a distance threshold eta (clusters merge while their average distance is at most eta) or at a
+requested number of clusters. The dendrogram is kept (``linkage_``) so that a threshold sweep costs
+one cut per threshold, not one clustering per threshold.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_array
+
+from .._validate import check_int, check_positive
+
+
+def check_embeddings(X: Any, name: str = "X", *, min_samples: int = 2) -> np.ndarray:
+    """Validate features ``(N, d)`` (finite, non-zero rows, N >= ``min_samples``); return them L2-normalised.
+
+    Both chapters work on the unit hypersphere (the g of the pipeline x = g(f(I))), so the rows are
+    normalised here, once, for every estimator.
+    """
+    if isinstance(X, (str, bytes)) or X is None:
+        raise TypeError(f"{name} must be an array of shape (n_samples, n_features), got {type(X).__name__}")
+    arr = check_array(X, dtype=np.float64, ensure_min_samples=min_samples, input_name=name)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name} has {int((norms == 0).sum())} all-zero row(s); they have no direction on the sphere")
+    return arr / norms
+
+
+def average_linkage(D: np.ndarray) -> np.ndarray:
+    """The average-linkage dendrogram of a symmetric ``(N, N)`` distance matrix (SciPy linkage format)."""
+    D = np.asarray(D, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] != D.shape[1] or D.shape[0] < 2:
+        raise ValueError(f"D must be a square (N, N) matrix with N >= 2, got shape {D.shape}")
+    if not np.isfinite(D).all():
+        raise ValueError("D contains NaN or infinite values")
+    if not np.allclose(D, D.T, atol=1e-9):
+        raise ValueError("D must be symmetric")
+    return linkage(squareform(D, checks=False), method="average")
+
+
+def cut_linkage(Z: np.ndarray, threshold: float | None = None, n_clusters: int | None = None) -> np.ndarray:
+    """Labels ``(N,)`` (0..k-1) from a dendrogram cut at distance ``threshold`` or into ``n_clusters`` clusters."""
+    if (threshold is None) == (n_clusters is None):
+        raise ValueError("give exactly one of threshold and n_clusters")
+    if threshold is not None:
+        labels = fcluster(Z, t=float(threshold), criterion="distance")
+    else:
+        check_int(n_clusters, "n_clusters")
+        if n_clusters > len(Z) + 1:
+            raise ValueError(f"n_clusters = {n_clusters} exceeds the number of samples {len(Z) + 1}")
+        labels = fcluster(Z, t=n_clusters, criterion="maxclust")
+    return np.unique(labels, return_inverse=True)[1]
+
+
+class LinkageClustering(ClusterMixin, BaseEstimator):
+    """Base of the estimators that cut an average-linkage dendrogram of their own distance.
+
+    Subclasses implement ``_distances(X) -> (N, N)`` for unit-norm ``X``. ``fit`` sets
+    ``linkage_``, ``labels_``, ``n_clusters_`` and ``n_features_in_``; :meth:`cut` relabels at
+    another threshold (or number of clusters) without refitting.
+    """
+
+    threshold: float | None
+    n_clusters: int | None
+
+    def _distances(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_cut(self) -> None:
+        if self.threshold is not None and self.n_clusters is not None:
+            raise ValueError("give either threshold or n_clusters, not both")
+        if self.threshold is not None:
+            check_positive(self.threshold, "threshold", allow_zero=True)
+        if self.n_clusters is not None:
+            check_int(self.n_clusters, "n_clusters")
+
+    def fit(self, X: Any, y: Any = None) -> "LinkageClustering":
+        """Cluster features ``X`` ``(N, d)``; ``y`` is ignored (unsupervised)."""
+        self._check_cut()
+        self._check_params()
+        Xn = check_embeddings(X)
+        self.n_features_in_ = Xn.shape[1]
+        D = self._distances(Xn)
+        self.linkage_ = average_linkage(D)
+        self.labels_ = self.cut(self.threshold, self.n_clusters)
+        self.n_clusters_ = int(self.labels_.max()) + 1
+        return self
+
+    def _check_params(self) -> None:
+        """Validate the method's own parameters (subclasses extend)."""
+
+    def cut(self, threshold: float | None = None, n_clusters: int | None = None) -> np.ndarray:
+        """Labels at another ``threshold`` or ``n_clusters`` (defaults: the estimator's ``default_threshold``)."""
+        if not hasattr(self, "linkage_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+        if threshold is None and n_clusters is None:
+            threshold = self.default_threshold
+        return cut_linkage(self.linkage_, threshold, n_clusters)
+
+    default_threshold = 1.0
+
+
+class CosineAHC(LinkageClustering):
+    """The baseline: average-linkage AHC on the cosine distance D_ij = 1 - x_i^T x_j, cut at ``threshold``.
+
+    With neither ``threshold`` nor ``n_clusters`` set, the cut is at 0.5.
+    """
+
+    default_threshold = 0.5
+
+    def __init__(self, threshold: float | None = None, n_clusters: int | None = None) -> None:
+        self.threshold = threshold
+        self.n_clusters = n_clusters
+
+    def _distances(self, X: np.ndarray) -> np.ndarray:
+        D = 1.0 - X @ X.T
+        np.fill_diagonal(D, 0.0)
+        return np.clip(D, 0.0, 2.0)

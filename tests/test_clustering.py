@@ -1,0 +1,351 @@
+"""companion.clustering: metrics against brute-force definitions, exact identities of PAHC, estimator API."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import normalized_mutual_info_score
+
+from companion.clustering import (PAHC, CosineAHC, average_linkage, bcubed, check_embeddings, cluster_sizes, curate,
+                                  cut_linkage, linkage_sweep, make_identities, neighbour_lists, nmi, pahc_distance,
+                                  pahc_similarity, pairwise_prf, sample_vmf, sweep)
+from companion.clustering.pahc import pahc_hyperplanes
+
+
+def brute_bcubed(t, p):
+    n = len(t)
+    prec = np.mean([np.mean([t[j] == t[i] for j in range(n) if p[j] == p[i]]) for i in range(n)])
+    rec = np.mean([np.mean([p[j] == p[i] for j in range(n) if t[j] == t[i]]) for i in range(n)])
+    return prec, rec, 2 * prec * rec / (prec + rec)
+
+
+def brute_pairwise(t, p):
+    pairs = list(itertools.combinations(range(len(t)), 2))
+    same_c = [(i, j) for i, j in pairs if p[i] == p[j]]
+    same_l = [(i, j) for i, j in pairs if t[i] == t[j]]
+    tp = sum(t[i] == t[j] for i, j in same_c)
+    prec, rec = tp / len(same_c), tp / len(same_l)
+    return prec, rec, 2 * prec * rec / (prec + rec)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bcubed_and_pairwise_match_their_brute_force_definitions(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t, p = rng.integers(0, 5, 40), rng.integers(0, 7, 40)
+    np.testing.assert_allclose(bcubed(t, p), brute_bcubed(t, p))
+    np.testing.assert_allclose(pairwise_prf(t, p), brute_pairwise(t, p))
+    assert nmi(t, p) == pytest.approx(normalized_mutual_info_score(t, p))
+
+
+def test_metric_edge_cases_and_bad_input() -> None:
+    t = np.array([0, 0, 1, 1])
+    assert bcubed(t, t) == (1.0, 1.0, 1.0)
+    assert bcubed(t, np.arange(4)) == pytest.approx((1.0, 0.5, 2 / 3))
+    assert pairwise_prf(np.arange(3), np.arange(3)) == (1.0, 1.0, 1.0)     # no pairs anywhere
+    with pytest.raises(ValueError, match="same length"):
+        bcubed([0, 1], [0, 1, 2])
+    with pytest.raises(ValueError, match="empty"):
+        pairwise_prf([], [])
+    with pytest.raises(ValueError, match="1-D"):
+        nmi(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_vmf_sampler_is_unit_norm_and_concentrated() -> None:
+    rng = np.random.default_rng(0)
+    mu = np.zeros(16)
+    mu[3] = 1
+    x = sample_vmf(mu, 200.0, 2000, rng)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-12)
+    # mean resultant length A_d(kappa) ~ 1 - (d - 1) / (2 kappa) for large kappa
+    assert float((x @ mu).mean()) == pytest.approx(1 - 15 / 400, abs=0.01)
+    with pytest.raises(ValueError, match="unit norm"):
+        sample_vmf(2 * mu, 1.0, 3, rng)
+    with pytest.raises(ValueError, match="kappa"):
+        sample_vmf(mu, 0.0, 3, rng)
+
+
+def test_make_identities_shapes_laws_and_determinism() -> None:
+    X, y = make_identities(30, sizes="heavy_tailed", dim=8, n_modes=2, seed=3)
+    assert X.shape == (len(y), 8) and len(np.unique(y)) == 30
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0)
+    X2, y2 = make_identities(30, sizes="heavy_tailed", dim=8, n_modes=2, seed=3)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert (cluster_sizes(10, "uniform", size=14) == 14).all()
+    s = cluster_sizes(4000, "singletons", rng=np.random.default_rng(0))
+    assert 0.67 < (s == 1).mean() < 0.73 and s.max() <= 12
+    assert cluster_sizes(500, "heavy_tailed", max_size=50).max() <= 50
+    X, y = make_identities(3, sizes=[1, 2, 3], dim=4)
+    assert np.bincount(y).tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown law"):
+        make_identities(3, sizes="gaussian")
+    with pytest.raises(ValueError, match="positive integers"):
+        make_identities(3, sizes=[1, 0, 2])
+    with pytest.raises(TypeError):
+        make_identities(3, dim=4.5)
+
+
+def test_check_embeddings_normalises_and_rejects_bad_input() -> None:
+    X = check_embeddings([[3.0, 4.0], [0.0, 2.0]])
+    np.testing.assert_allclose(X, [[0.6, 0.8], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="all-zero"):
+        check_embeddings([[0.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ValueError):
+        check_embeddings([[np.nan, 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError):
+        check_embeddings([1.0, 2.0])                   # 1-D
+    with pytest.raises(ValueError):
+        check_embeddings([[1.0, 2.0]])                 # a single sample cannot be clustered
+    with pytest.raises(TypeError):
+        check_embeddings("features")
+
+
+def test_average_linkage_of_unit_vectors_is_one_minus_product_of_means() -> None:
+    """Eq. 3.1: mean cosine distance between two sets = 1 - mean(U)^T mean(V) (unnormalised means)."""
+    X, _ = make_identities(4, sizes=[5, 7, 1, 3], dim=6, seed=1)
+    U, V = X[:5], X[5:13]
+    np.testing.assert_allclose((1 - U @ V.T).mean(), 1 - U.mean(0) @ V.mean(0))
+
+
+def test_linkage_cut_matches_scikit_learn_agglomerative() -> None:
+    X, y = make_identities(12, sizes="uniform", size=6, dim=8, kappa_center=5.0, seed=2)
+    D = CosineAHC()._distances(check_embeddings(X))
+    Z = average_linkage(D)
+    for t in (0.2, 0.4, 0.7):
+        ours = cut_linkage(Z, threshold=t)
+        ref = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                      distance_threshold=t).fit_predict(D)
+        assert bcubed(ref, ours) == pytest.approx((1.0, 1.0, 1.0))
+    assert len(np.unique(cut_linkage(Z, n_clusters=5))) == 5
+    with pytest.raises(ValueError, match="exactly one"):
+        cut_linkage(Z)
+    with pytest.raises(ValueError, match="exceeds"):
+        cut_linkage(Z, n_clusters=1000)
+    with pytest.raises(ValueError, match="symmetric"):
+        average_linkage(D + np.triu(np.ones_like(D)))
+
+
+def test_neighbour_lists_put_the_point_first_and_sort_by_similarity() -> None:
+    X = check_embeddings(np.random.default_rng(0).normal(size=(50, 5)))
+    nn = neighbour_lists(X, 10, chunk=7)
+    assert (nn[:, 0] == np.arange(50)).all()
+    G = X @ X.T
+    np.fill_diagonal(G, np.inf)
+    np.testing.assert_array_equal(nn, np.argsort(-G, axis=1, kind="stable")[:, :10])
+    with pytest.raises(ValueError, match="exceeds"):
+        neighbour_lists(X, 51)
+
+
+def test_pahc_similarity_matrix_product_equals_the_double_loop() -> None:
+    """Eq. 2.4-2.5 evaluated literally on a tiny set vs S = (W M^T + b 1^T + transpose) / 2."""
+    X, _ = make_identities(6, sizes="uniform", size=5, dim=6, seed=4)
+    K, Kp = 3, 8
+    S = pahc_similarity(X, n_neighbors=K, neg_start=Kp)
+    h = pahc_hyperplanes(X, K, Kp)
+    nn = neighbour_lists(X, len(X))
+    n = len(X)
+    H = lambda i, members: np.mean([h["W"][i] @ X[m] + h["b"][i] for m in members])  # noqa: E731
+    loop = np.array([[(H(i, nn[j, :K]) + H(j, nn[i, :K])) / 2 for j in range(n)] for i in range(n)])
+    np.testing.assert_allclose(S, loop, atol=1e-10)
+    assert h["converged"].all()
+
+
+def test_pahc_svm_is_the_class_weighted_squared_hinge_svm_of_eq_2_7() -> None:
+    """The hyperplane minimises eq. 2.7: no perturbation of (w, b) lowers the objective."""
+    X, _ = make_identities(5, sizes="uniform", size=6, dim=4, seed=5)
+    K, Kp, C = 2, 10, 10.0
+    h = pahc_hyperplanes(X, K, Kp, C=C, tol=1e-10)
+    order = neighbour_lists(X, len(X))[0]
+    pos, neg = order[:K], order[Kp - 1:]
+    Z = np.c_[X[np.r_[pos, neg]], np.ones(len(pos) + len(neg))]
+    yk = np.r_[np.ones(len(pos)), -np.ones(len(neg))]
+    cw = np.where(yk > 0, C * len(yk) / len(pos), C * len(yk) / len(neg))
+
+    def objective(u):
+        return 0.5 * u @ u + (cw * np.maximum(0, 1 - yk * (Z @ u)) ** 2).sum()
+
+    u0 = np.r_[h["W"][0], h["b"][0]]
+    rng = np.random.default_rng(0)
+    assert all(objective(u0) <= objective(u0 + 1e-3 * rng.normal(size=u0.size)) for _ in range(50))
+
+
+def test_pahc_distance_maps() -> None:
+    S = np.array([[5.0, 0.0], [0.0, 5.0]])
+    D = pahc_distance(S)
+    assert D[0, 0] == 0 and D[0, 1] == pytest.approx(1.0)
+    assert pahc_distance(np.array([[0.0, 1.0], [1.0, 0.0]]))[0, 1] == pytest.approx(0.5)   # 1 - (2/pi) pi/4
+    assert pahc_distance(S, "exp")[0, 1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown distance"):
+        pahc_distance(S, "cosine")
+
+
+def test_pahc_estimator_api_and_validation() -> None:
+    X, y = make_identities(8, sizes="uniform", size=8, dim=8, kappa_center=5.0, seed=6)
+    est = PAHC(n_neighbors=3, neg_start=20)
+    labels = est.fit_predict(X)
+    assert labels.shape == (64,) and est.labels_ is labels
+    assert est.similarity_.shape == (64, 64) and est.coef_.shape == (64, 8) and est.n_unconverged_ == 0
+    np.testing.assert_allclose(est.similarity_, est.similarity_.T)
+    assert linkage_sweep(est.linkage_, y).best_f == pytest.approx(1.0)   # well-separated identities are recovered
+    assert len(np.unique(est.cut(n_clusters=8))) == 8
+    assert clone(est).get_params()["neg_start"] == 20
+    assert PAHC(n_neighbors=3, neg_start=20, max_neg=10).fit(X).labels_.shape == (64,)
+    with pytest.raises(ValueError, match="exceeds the number of points"):
+        PAHC(neg_start=200).fit(X)
+    with pytest.raises(ValueError, match="must exceed n_neighbors"):
+        PAHC(n_neighbors=5, neg_start=5).fit(X)
+    with pytest.raises(ValueError, match="unknown distance"):
+        PAHC(neg_start=20, distance="cos").fit(X)
+    with pytest.raises(ValueError, match="not both"):
+        PAHC(neg_start=20, threshold=1.0, n_clusters=3).fit(X)
+    with pytest.raises(TypeError):
+        PAHC(n_neighbors=2.5, neg_start=20).fit(X)
+    with pytest.raises(ValueError, match="not fitted"):
+        PAHC().cut(threshold=1.0)
+
+
+def test_estimators_pass_scikit_learn_checks() -> None:
+    from sklearn.utils.estimator_checks import check_estimator
+
+    # an all-zero feature vector has no direction on the sphere: rejected on purpose
+    expected = {"check_estimators_dtypes": "all-zero rows are rejected: no direction on the hypersphere"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est in (CosineAHC(), PAHC(n_neighbors=2, neg_start=5)):
+            check_estimator(est, expected_failed_checks=expected)
+
+
+def test_sweeps_find_the_oracle_operating_point() -> None:
+    X, y = make_identities(10, sizes="uniform", size=5, dim=8, kappa_center=5.0, seed=7)
+    est = CosineAHC().fit(X)
+    sw = linkage_sweep(est.linkage_, y, n_cuts=50)
+    assert sw.best_f == pytest.approx(bcubed(y, est.cut(threshold=sw.best_value))[2])
+    assert sw.n_clusters[0] == len(y) and sw.n_clusters[-1] == 1       # from all singletons to one cluster
+    assert sw.precision_at_recall(1.0) >= sw.precision[-1]
+    assert sw.precision_at_recall(1.1) == 0.0
+    manual = sweep(lambda k: est.cut(n_clusters=int(k)), [5, 10, 20], y)
+    assert manual.n_clusters.tolist() == [5, 10, 20]
+    with pytest.raises(ValueError, match="empty"):
+        sweep(lambda v: y, [], y)
+
+
+def test_curate_keeps_majority_members_of_large_clusters() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 2, 0, 0])
+    clusters = np.array([0, 0, 0, 0, 1, 1, 1, 2, 3, 3])
+    keep = curate(labels, clusters, min_size=2)
+    # cluster 0: majority label 0 (3) -> keep its 0s; cluster 1: label 1 (3) kept; cluster 2: 1 item dropped;
+    # cluster 3: label 0 with 2 items, smaller than cluster 0's group of label 0 -> dropped
+    assert keep.tolist() == [True, True, True, False, True, True, True, False, False, False]
+    with pytest.raises(ValueError, match="equal"):
+        curate(labels, clusters[:3])
+
+
+# --------------------------------------------------------------------------- deep density clustering
+from companion.clustering import DeepDensityClustering, eps_neighbourhoods, select_eps, select_eta, svdd_dual, svdd_linear  # noqa: E402
+from companion.clustering.ddc import ddc_evaluators  # noqa: E402
+
+
+def _svdd_reference(Z: np.ndarray, nu: float) -> tuple[np.ndarray, float]:
+    """Eq. 3.3 solved through its dual with a generic solver (SLSQP): min a^T K a, sum a = 1, 0 <= a <= 1/(nu n)."""
+    from scipy.optimize import minimize
+
+    n = len(Z)
+    K = Z @ Z.T
+    cap = 1 / (nu * n)
+    res = minimize(lambda a: a @ K @ a, np.full(n, 1 / n), jac=lambda a: 2 * K @ a, method="SLSQP",
+                   bounds=[(0, cap)] * n, constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1}],
+                   options={"ftol": 1e-14, "maxiter": 500})
+    a = res.x
+    c = a @ Z
+    free = (a > 1e-6) & (a < cap - 1e-6)
+    rbar = float(np.mean(((Z[free] - c) ** 2).sum(1)))
+    return c, rbar
+
+
+def test_svdd_linear_matches_a_direct_solution_of_eq_3_3() -> None:
+    """Lemma 1 in practice: libsvm's one-class SVM, rescaled, gives the SVDD evaluation R - ||x - c||^2."""
+    Z, _ = make_identities(1, sizes=[40], dim=5, kappas=(20.0,), seed=8)
+    x = check_embeddings(np.random.default_rng(1).normal(size=(10, 5)))
+    for nu in (0.3, 0.6):
+        a, o = svdd_linear(Z, nu)
+        c, rbar = _svdd_reference(Z, nu)
+        np.testing.assert_allclose(x @ a + o, rbar - ((x - c) ** 2).sum(1), atol=2e-3)
+        np.testing.assert_allclose(a / 2, c, atol=2e-3)
+    a, o = svdd_linear(Z[:1], 0.5)                      # one point: E(x) = -||x - z||^2
+    np.testing.assert_allclose(x @ a + o, -((x - Z[0]) ** 2).sum(1))
+    with pytest.raises(ValueError, match="nu"):
+        svdd_linear(Z, 1.5)
+
+
+def test_epanechnikov_identity_of_theorem_3_1() -> None:
+    """h_OC(x) = (8/3) sum_i alpha_i K_E(||x - x_i|| / 2) - rho - 1 exactly, for unit vectors."""
+    Z, _ = make_identities(1, sizes=[60], dim=6, kappas=(30.0,), seed=9)
+    nu = 0.4
+    alpha = svdd_dual(Z, nu)
+    assert alpha.sum() == pytest.approx(1.0) and alpha.max() <= 1 / (nu * len(Z)) + 1e-9
+    a, o = svdd_linear(Z, nu)
+    x = check_embeddings(np.random.default_rng(2).normal(size=(7, 6)))
+    h_oc = (x @ a + o) / 2                              # h_SVDD = 2 h_OC  (eq. 3.9)
+    rho = -o / 2
+    k_e = lambda u: 0.75 * (1 - u**2)                   # noqa: E731
+    dist = np.linalg.norm(x[:, None, :] - Z[None], axis=2)
+    np.testing.assert_allclose(h_oc, 8 / 3 * (k_e(dist / 2) @ alpha) - rho - 1, atol=1e-6)
+
+
+def test_eps_neighbourhoods_and_selection_rules() -> None:
+    X, y = make_identities(20, sizes="uniform", size=10, dim=16, kappa_center=2.0, kappas=(200.0,), seed=10)
+    hoods = eps_neighbourhoods(X, 0.1)
+    G = X @ X.T
+    for m in (0, 7, 150):
+        assert m in hoods[m]
+        np.testing.assert_array_equal(hoods[m], np.flatnonzero(1 - G[m] <= 0.1) if 1 - G[m, m] <= 0.1 else hoods[m])
+    eps = select_eps(X, y)
+    d_match = (1 - G)[(y[:, None] == y[None]) & ~np.eye(len(y), dtype=bool)]
+    assert np.quantile(d_match, 0.1) < eps < np.quantile(d_match, 0.9)
+    eta = select_eta(X, y)
+    assert np.median(d_match) < eta < np.median((1 - G)[y[:, None] != y[None]])
+    with pytest.raises(ValueError, match="3 or more"):
+        select_eps(X[:2], y[:2])
+    with pytest.raises(ValueError, match="matched and mismatched"):
+        select_eta(X[y == 0], y[y == 0])
+    with pytest.raises(ValueError, match="shape"):
+        select_eps(X, y[:-1])
+
+
+def test_ddc_similarity_matrix_product_equals_eq_3_12_loop() -> None:
+    X, _ = make_identities(5, sizes="uniform", size=6, dim=6, kappas=(50.0,), seed=11)
+    X = check_embeddings(X)                             # exactly the input the estimator sees
+    for negatives in (False, True):
+        h = ddc_evaluators(X, eps=0.3, nu=0.5, negatives=negatives, neg_eta=0.5, n_neg=5)
+        est = DeepDensityClustering(eps=0.3, negatives=negatives, neg_eta=0.5, n_neg=5).fit(X)
+        hoods = eps_neighbourhoods(X, 0.3)
+        E = lambda i, z: h["W"][i] @ z + h["o"][i]      # noqa: E731
+        n = len(X)
+        loop = np.array([[(np.mean([E(i, X[z]) for z in hoods[j]]) + np.mean([E(j, X[z]) for z in hoods[i]])) / 2
+                          for j in range(n)] for i in range(n)])
+        np.testing.assert_allclose(est.similarity_, loop, atol=1e-10)
+
+
+def test_ddc_estimator_api_and_validation() -> None:
+    X, y = make_identities(8, sizes="uniform", size=8, dim=8, kappa_center=5.0, kappas=(300.0,), seed=12)
+    est = DeepDensityClustering(eps=select_eps(X, y))
+    assert est.fit_predict(X).shape == (64,)
+    assert linkage_sweep(est.linkage_, y).best_f == pytest.approx(1.0)
+    assert (est.neighbourhood_sizes_ >= 1).all()
+    assert clone(est).get_params()["nu"] == 0.5
+    with pytest.raises(ValueError, match="nu"):
+        DeepDensityClustering(nu=2.0).fit(X)
+    with pytest.raises(ValueError, match="eps"):
+        DeepDensityClustering(eps=0.0).fit(X)
+    with pytest.raises(TypeError, match="negatives"):
+        DeepDensityClustering(negatives="yes").fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sklearn.utils.estimator_checks import check_estimator
+
+        check_estimator(DeepDensityClustering(eps=0.5), expected_failed_checks={
+            "check_estimators_dtypes": "all-zero rows are rejected: no direction on the hypersphere"})
