@@ -51,6 +51,24 @@ def robust_accuracy(
     return (acc, x_adv) if return_adv else acc
 
 
+def budgeted_accuracy(model: Model, x: Tensor, x_adv: Tensor, y: Tensor, budget: float, *, norm: str = "l2") -> float:
+    """Robust accuracy at ``budget`` implied by a minimum-norm attack (C&W, DeepFool).
+
+    An image counts as robust when it is still classified correctly on ``x_adv`` or when its
+    adversarial example lies farther than ``budget`` from ``x`` (in ``norm``, "l2" or "linf").
+    """
+    y = check_labels(y, check_images(x, "x").shape[0], "y").to(x.device)
+    check_images(x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    check_positive(budget, "budget", allow_zero=True)
+    check_choice(norm, "norm", ("l2", "linf"))
+    delta = (x_adv - x).flatten(1)
+    size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)
+    robust = (predict(model, x_adv) == y) | (size > budget)
+    return float(robust.double().mean())
+
+
 # --------------------------------------------------------------------------- image quality
 def _check_pair(x: Tensor, ref: Tensor, data_range: float, reduction: str) -> float:
     for name, t in (("x", x), ("ref", ref)):

@@ -129,3 +129,26 @@ X = torch.rand(2, 1, 8, 8)
 def test_metrics_bad_inputs(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_budgeted_accuracy_counts_correct_or_far_images() -> None:
+    from companion.metrics import budgeted_accuracy
+
+    class Threshold(torch.nn.Module):  # class 1 iff the mean pixel exceeds 0.5
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.flatten(1).mean(1, keepdim=True)
+            return torch.cat([0.5 - m, m - 0.5], dim=1)
+
+    x = torch.full((3, 1, 2, 2), 0.4)
+    y = torch.zeros(3, dtype=torch.long)
+    x_adv = x.clone()
+    x_adv[0] += 0.2   # fooled, l2 = 0.4
+    x_adv[1] += 0.5   # fooled, l2 = 1.0
+    model = Threshold()
+    assert budgeted_accuracy(model, x, x_adv, y, 0.5) == pytest.approx(2 / 3)   # image 1 is too far, image 2 correct
+    assert budgeted_accuracy(model, x, x_adv, y, 1.0) == pytest.approx(1 / 3)
+    assert budgeted_accuracy(model, x, x_adv, y, 0.3, norm="linf") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="shape"):
+        budgeted_accuracy(model, x, x_adv[:2], y, 0.5)
+    with pytest.raises(ValueError, match="unknown norm"):
+        budgeted_accuracy(model, x, x_adv, y, 0.5, norm="l1")
