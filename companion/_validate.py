@@ -23,9 +23,10 @@ def check_images(x: Any, name: str = "x", *, channels: int | None = None) -> tor
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]}")
-    if not torch.isfinite(x).all():
+    values = x.detach()
+    if not torch.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must lie in [0, 1] (images are scaled to [0, 1]), got range [{lo:.3g}, {hi:.3g}]")
     return x

