@@ -173,6 +173,43 @@ def test_pahc_svm_is_the_class_weighted_squared_hinge_svm_of_eq_2_7() -> None:
     assert all(objective(u0) <= objective(u0 + 1e-3 * rng.normal(size=u0.size)) for _ in range(50))
 
 
+def test_shared_building_blocks() -> None:
+    """Cosine distance, Gram blocks, the symmetric set similarity and the quiet SVM fit shared by PAHC and DDC."""
+    from sklearn.svm import LinearSVC
+
+    from companion.clustering import baselines, cosine_distance_matrix, fit_quietly, gram_blocks, set_similarity
+
+    X = check_embeddings(np.random.default_rng(3).normal(size=(23, 4)))
+    D = cosine_distance_matrix(X)
+    np.testing.assert_allclose(D, np.clip(1 - X @ X.T, 0, 2) * (1 - np.eye(23)), atol=1e-12)
+    np.testing.assert_allclose(D, baselines.cosine_distances(X), atol=1e-12)   # after renormalising X
+    np.testing.assert_array_equal(D, CosineAHC()._distances(X))
+    blocks = list(gram_blocks(X, chunk=5))
+    assert [start for start, _ in blocks] == [0, 5, 10, 15, 20]
+    np.testing.assert_allclose(np.concatenate([G for _, G in blocks]), X @ X.T)
+    rng = np.random.default_rng(4)
+    W, M, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    S = set_similarity(W, M, b)
+    loop = [[(W[i] @ M[j] + b[i] + W[j] @ M[i] + b[j]) / 2 for j in range(6)] for i in range(6)]
+    np.testing.assert_allclose(S, loop)
+    yk = np.r_[np.ones(12), -np.ones(11)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # nothing may escape
+        assert fit_quietly(LinearSVC(max_iter=1, tol=1e-12, dual=True), X, yk) is False
+        assert fit_quietly(LinearSVC(dual=False), X, yk) is True
+
+
+def test_open_set_mnist_separates_seen_and_unseen_digits() -> None:
+    from companion.clustering import open_set_mnist
+
+    data = open_set_mnist(40, seen=[0, 1, 2, 3, 4], epochs=1, seed=0, progress=False)
+    assert data.features.shape[0] == 40 and data.features.shape == (40, data.seen_features.shape[1])
+    assert set(np.unique(data.labels)) <= {5, 6, 7, 8, 9}
+    assert set(np.unique(data.seen_labels)) == {0, 1, 2, 3, 4} and len(data.seen_labels) == 500
+    with pytest.raises(ValueError, match="exceeds"):      # checked before any training
+        open_set_mnist(10_000, epochs=1, progress=False)
+
+
 def test_pahc_distance_maps() -> None:
     S = np.array([[5.0, 0.0], [0.0, 5.0]])
     D = pahc_distance(S)

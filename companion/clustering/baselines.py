@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.cluster import DBSCAN, HDBSCAN, AffinityPropagation, KMeans, SpectralClustering
 
 from .._validate import check_int, check_positive
-from .linkage import check_embeddings
+from .linkage import check_embeddings, cosine_distance_matrix
 
 
 def noise_to_singletons(labels: np.ndarray) -> np.ndarray:
@@ -24,11 +24,8 @@ def noise_to_singletons(labels: np.ndarray) -> np.ndarray:
 
 
 def cosine_distances(X: Any) -> np.ndarray:
-    """1 - x_i^T x_j for L2-normalised rows, ``(N, N)``, clipped to [0, 2] with a zero diagonal."""
-    Xn = check_embeddings(X)
-    D = np.clip(1.0 - Xn @ Xn.T, 0.0, 2.0)
-    np.fill_diagonal(D, 0.0)
-    return D
+    """1 - x_i^T x_j ``(N, N)`` of the rows of ``X`` after L2 normalisation (the cosine AHC distance)."""
+    return cosine_distance_matrix(check_embeddings(X))
 
 
 def kmeans_labels(X: Any, n_clusters: int, seed: int = 0) -> np.ndarray:

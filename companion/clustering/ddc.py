@@ -13,16 +13,13 @@ DDC-NEG (eq. 3.15) replaces SVDD by a linear SVM separating V(x) from hard negat
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy.stats import gaussian_kde
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC, OneClassSVM
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
-from .linkage import LinkageClustering, check_embeddings
+from .linkage import LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity
 from .pahc import DISTANCES, pahc_distance
 
 
@@ -79,16 +76,17 @@ def select_eta(X, labels, *, grid: int = 400, max_pairs: int = 200_000, seed: in
     return float(ts[np.argmin(fnr + fpr)])
 
 
+def _block_neighbourhoods(G: np.ndarray, start: int, eps: float) -> list[np.ndarray]:
+    """V(x_m) for the rows of a Gram block from :func:`gram_blocks` (self-similarity set to 1 in place)."""
+    rows = np.arange(len(G))
+    G[rows, start + rows] = 1.0
+    return [np.flatnonzero(1 - row <= eps) for row in G]
+
+
 def eps_neighbourhoods(X: np.ndarray, eps: float) -> list[np.ndarray]:
     """Indices of V(x_m) = {x : 1 - x^T x_m <= eps} for every m (x_m always included), for unit-norm ``X``."""
     check_positive(eps, "eps")
-    out = []
-    for start in range(0, len(X), 1024):
-        G = X[start:start + 1024] @ X.T
-        for r, row in enumerate(G):
-            row[start + r] = 1.0
-            out.append(np.flatnonzero(1 - row <= eps))
-    return out
+    return [hood for start, G in gram_blocks(X) for hood in _block_neighbourhoods(G, start, eps)]
 
 
 def svdd_linear(Z: np.ndarray, nu: float = 0.5) -> tuple[np.ndarray, float]:
@@ -122,9 +120,7 @@ def _neg_svm(Zp: np.ndarray, Zn: np.ndarray, C: float) -> tuple[np.ndarray, floa
     """Eq. 3.15 (Delta = 1): hinge-loss linear SVM, V(x) vs hard negatives; the bias is barely regularised."""
     y = np.r_[np.ones(len(Zp)), -np.ones(len(Zn))]
     svc = LinearSVC(C=C, loss="hinge", dual=True, intercept_scaling=10.0, max_iter=5000, tol=1e-4, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        svc.fit(np.r_[Zp, Zn], y)
+    fit_quietly(svc, np.r_[Zp, Zn], y)
     return svc.coef_[0], float(svc.intercept_[0])
 
 
@@ -137,24 +133,28 @@ def ddc_evaluators(X: np.ndarray, eps: float, nu: float = 0.5, negatives: bool =
     Also returns ``sizes`` (n_V per point).
     """
     n, d = X.shape
-    hoods = eps_neighbourhoods(X, eps)
+    check_positive(eps, "eps")
     W, o, M = np.empty((n, d)), np.empty(n), np.empty((n, d))
-    G = None
-    for m in tqdm(range(n), desc="DDC-NEG: one SVM per point" if negatives else "DDC: one SVDD per point",
-                  disable=not progress, mininterval=1.0):
-        Z = X[hoods[m]]
-        M[m] = Z.mean(axis=0)
-        if negatives:
-            if G is None or m % 1024 == 0:
-                G = X[m:m + 1024] @ X.T
-            dist = 1 - G[m % 1024]
-            far = np.flatnonzero(dist > neg_eta)
-            if far.size:
-                neg = far[np.argsort(dist[far], kind="stable")[:n_neg]]
-                W[m], o[m] = _neg_svm(Z, X[neg], C)
-                continue
-        W[m], o[m] = svdd_linear(Z, nu)
-    return {"W": W, "o": o, "M": M, "sizes": np.array([len(h) for h in hoods])}
+    sizes = np.empty(n, dtype=np.int64)
+    bar = tqdm(total=n, desc="DDC-NEG: one SVM per point" if negatives else "DDC: one SVDD per point",
+               disable=not progress, mininterval=1.0)
+    for start, G in gram_blocks(X):
+        for r, hood in enumerate(_block_neighbourhoods(G, start, eps)):
+            m = start + r
+            Z = X[hood]
+            sizes[m] = len(hood)
+            M[m] = Z.mean(axis=0)
+            if negatives:
+                dist = 1 - G[r]                       # cosine distances from x_m (0 to itself)
+                far = np.flatnonzero(dist > neg_eta)
+                if far.size:
+                    neg = far[np.argsort(dist[far], kind="stable")[:n_neg]]
+                    W[m], o[m] = _neg_svm(Z, X[neg], C)
+                    continue
+            W[m], o[m] = svdd_linear(Z, nu)
+        bar.update(len(G))
+    bar.close()
+    return {"W": W, "o": o, "M": M, "sizes": sizes}
 
 
 class DeepDensityClustering(LinkageClustering):
@@ -197,6 +197,5 @@ class DeepDensityClustering(LinkageClustering):
     def _distances(self, X: np.ndarray) -> np.ndarray:
         h = ddc_evaluators(X, self.eps, self.nu, self.negatives, self.neg_eta, self.n_neg, self.C, self.progress)
         self.neighbourhood_sizes_ = h["sizes"]
-        A = h["W"] @ h["M"].T + h["o"][:, None]        # A[i, j] = mean of E_i over V(x_j)
-        self.similarity_ = (A + A.T) / 2
+        self.similarity_ = set_similarity(h["W"], h["M"], h["o"])     # (A + A^T) / 2, A[i, j] = mean of E_i over V(x_j)
         return pahc_distance(self.similarity_, self.distance)

@@ -7,6 +7,7 @@ MNIST and embeds images of *other* classes, whose number it does not know; the p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,40 @@ def embed(model: SmallCNN, x: torch.Tensor, batch_size: int = 500) -> np.ndarray
     """Penultimate features Φ(x) ``(B, hidden)`` as a float64 NumPy array (not normalised)."""
     model.eval()
     return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+
+
+@dataclass
+class OpenSetFeatures:
+    """Deep features of the open-set protocol (see :func:`open_set_mnist`)."""
+
+    model: SmallCNN                 #: the CNN trained on the seen classes only
+    features: np.ndarray            #: ``(n, hidden)`` features of unseen-class images (to be clustered)
+    labels: np.ndarray              #: ``(n,)`` their digits (ground truth for scoring only)
+    seen_features: np.ndarray       #: ``(m, hidden)`` features of held-out *test* images of the seen classes
+    seen_labels: np.ndarray         #: ``(m,)`` their digits (known identities, for choosing thresholds)
+
+
+def open_set_mnist(n_images: int, *, seen: Sequence[int] = (0, 1, 2, 3, 4), epochs: int = 3, seed: int = 0,
+                   progress: bool = True) -> OpenSetFeatures:
+    """The open-set MNIST pipeline shared by the clustering chapters.
+
+    Trains :func:`train_feature_cnn` on the training images of the ``seen`` digits, then embeds
+    ``n_images`` images of the other digits, drawn without replacement from all 5,000 embedded images
+    (train and test split; permutation ``np.random.default_rng(seed)``), and the held-out test images
+    of the seen digits (labelled identities the CNN was not trained on, for choosing thresholds).
+    """
+    check_int(n_images, "n_images")
+    classes = torch.tensor(sorted({int(c) for c in seen}))
+    x_all, y_all = load_mnist("all")
+    unseen = ~torch.isin(y_all, classes)
+    if n_images > int(unseen.sum()):
+        raise ValueError(f"n_images = {n_images} exceeds the {int(unseen.sum())} embedded images of unseen digits")
+    model = train_feature_cnn(seen, epochs=epochs, seed=seed, progress=progress)
+    idx = torch.from_numpy(np.random.default_rng(seed).permutation(int(unseen.sum()))[:n_images])
+    x_te, y_te = load_mnist("test")
+    known = torch.isin(y_te, classes)
+    return OpenSetFeatures(model, embed(model, x_all[unseen][idx]), y_all[unseen][idx].numpy(),
+                           embed(model, x_te[known]), y_te[known].numpy())
 
 
 def curate(noisy_labels: Any, clusters: Any, min_size: int = 30) -> np.ndarray:

@@ -1,15 +1,24 @@
-"""Average-linkage agglomerative clustering (AHC) on a precomputed distance, and the estimator base.
+"""Average-linkage agglomerative clustering (AHC) on a precomputed distance, the estimator base, and the
+building blocks shared by every method of this part.
 
 Every method of this part builds an ``(N, N)`` distance matrix and cuts one average-linkage dendrogram:
 at a distance threshold eta (clusters merge while their average distance is at most eta) or at a
 requested number of clusters. The dendrogram is kept (``linkage_``) so that a threshold sweep costs
 one cut per threshold, not one clustering per threshold.
+
+Shared building blocks: :func:`cosine_distance_matrix` (the baseline distance), :func:`gram_blocks`
+(the cosine similarities in row chunks, for neighbour lists and neighbourhoods), :func:`set_similarity`
+(the symmetric set score ``(A + A^T) / 2`` of PAHC and DDC) and :func:`fit_quietly` (an SVM fit that
+reports, instead of printing, a convergence warning).
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -31,6 +40,47 @@ def check_embeddings(X: Any, name: str = "X", *, min_samples: int = 2) -> np.nda
     if (norms == 0).any():
         raise ValueError(f"{name} has {int((norms == 0).sum())} all-zero row(s); they have no direction on the sphere")
     return arr / norms
+
+
+def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
+    """``D_ij = 1 - x_i^T x_j`` ``(N, N)`` for unit-norm rows ``X``, clipped to [0, 2], zero diagonal."""
+    D = np.clip(1.0 - X @ X.T, 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def gram_blocks(X: np.ndarray, chunk: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, X[start:start + chunk] @ X.T)``: the cosine similarities of unit-norm ``X`` in row chunks.
+
+    O(N^2 d) time in total and O(chunk N) memory at a time; each block is a fresh array that the
+    caller may modify (e.g. to overwrite the self-similarities on its diagonal ``[r, start + r]``).
+    """
+    check_int(chunk, "chunk")
+    for start in range(0, len(X), chunk):
+        yield start, X[start:start + chunk] @ X.T
+
+
+def set_similarity(W: np.ndarray, M: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The symmetric set score ``S = (A + A^T) / 2`` with ``A = W M^T + b 1^T``, ``(N, N)``.
+
+    Row ``i`` of ``(W, b)`` is point i's linear evaluation function (PAHC: its SVM hyperplane; DDC: its
+    SVDD or SVM), row ``j`` of ``M`` the mean of point j's neighbourhood. Because the evaluation is
+    linear, ``A[i, j] = w_i^T mean(V_j) + b_i`` is the average of function i over neighbourhood j, and
+    ``S[i, j]`` averages the two views (eq. 2.5 of PAHC, eq. 3.12 of DDC) with one matrix product.
+    """
+    A = W @ M.T + np.asarray(b)[:, None]
+    return (A + A.T) / 2
+
+
+def fit_quietly(estimator: Any, X: np.ndarray, y: np.ndarray) -> bool:
+    """``estimator.fit(X, y)`` with scikit-learn's ``ConvergenceWarning`` caught; return whether it converged.
+
+    One SVM per point would otherwise print thousands of warnings; PAHC counts the unconverged fits instead.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(X, y)
+    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
 def average_linkage(D: np.ndarray) -> np.ndarray:
@@ -120,6 +170,4 @@ class CosineAHC(LinkageClustering):
         self.n_clusters = n_clusters
 
     def _distances(self, X: np.ndarray) -> np.ndarray:
-        D = 1.0 - X @ X.T
-        np.fill_diagonal(D, 0.0)
-        return np.clip(D, 0.0, 2.0)
+        return cosine_distance_matrix(X)

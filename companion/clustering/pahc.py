@@ -11,17 +11,28 @@ The distance is 1 - (2/pi) arctan(s_PA) (eq. 2.6) or exp(-s_PA); average-linkage
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
-from .linkage import LinkageClustering, check_embeddings
+from .linkage import LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity
 
 DISTANCES = ("arctan", "exp")
+
+
+def _rank_block(G: np.ndarray, start: int, n_ranks: int) -> np.ndarray:
+    """The first ``n_ranks`` NNList entries ``(len(G), n_ranks)`` of the rows of a Gram block from :func:`gram_blocks`.
+
+    The point's own similarity is set to +inf (in place) so that ties cannot move it from rank 1.
+    """
+    rows = np.arange(len(G))
+    G[rows, start + rows] = np.inf
+    if n_ranks >= G.shape[1]:
+        return np.argsort(-G, axis=1, kind="stable")
+    part = np.argpartition(-G, n_ranks - 1, axis=1)[:, :n_ranks]
+    order = np.argsort(-np.take_along_axis(G, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 def neighbour_lists(X: np.ndarray, n_ranks: int, *, chunk: int = 1024) -> np.ndarray:
@@ -34,18 +45,7 @@ def neighbour_lists(X: np.ndarray, n_ranks: int, *, chunk: int = 1024) -> np.nda
     check_int(n_ranks, "n_ranks")
     if n_ranks > n:
         raise ValueError(f"n_ranks = {n_ranks} exceeds the number of points {n}")
-    out = np.empty((n, n_ranks), dtype=np.int64)
-    for start in range(0, n, chunk):
-        G = X[start:start + chunk] @ X.T
-        rows = np.arange(len(G))
-        G[rows, start + rows] = np.inf
-        if n_ranks < n:
-            part = np.argpartition(-G, n_ranks - 1, axis=1)[:, :n_ranks]
-        else:
-            part = np.tile(np.arange(n), (len(G), 1))
-        order = np.argsort(-np.take_along_axis(G, part, axis=1), axis=1, kind="stable")
-        out[start:start + chunk] = np.take_along_axis(part, order, axis=1)
-    return out
+    return np.concatenate([_rank_block(G, start, n_ranks) for start, G in gram_blocks(X, chunk)])
 
 
 def _svm(Xi: np.ndarray, n_pos: int, C: float, tol: float) -> tuple[np.ndarray, float, bool]:
@@ -55,10 +55,7 @@ def _svm(Xi: np.ndarray, n_pos: int, C: float, tol: float) -> tuple[np.ndarray, 
     total = n_pos + n_neg
     svc = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=False, fit_intercept=True, intercept_scaling=1.0,
                     class_weight={1.0: total / n_pos, -1.0: total / n_neg}, tol=tol, max_iter=1000)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        svc.fit(Xi, y)
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    converged = fit_quietly(svc, Xi, y)
     return svc.coef_[0], float(svc.intercept_[0]), converged
 
 
@@ -83,31 +80,17 @@ def pahc_hyperplanes(X: np.ndarray, n_neighbors: int = 5, neg_start: int = 200, 
         raise ValueError(f"neg_start (K' = {Kp}) exceeds the number of points N = {n}: no negatives are left; "
                          f"lower neg_start (about 2-3x the largest expected cluster)")
     n_ranks = n if max_neg is None else min(n, Kp - 1 + max_neg)
-    nn = neighbour_lists(X, n_ranks) if max_neg is not None else None
     W, b = np.empty((n, d)), np.empty(n)
     M = np.empty((n, d))
     converged = np.ones(n, dtype=bool)
-    for start in tqdm(range(0, n, 1024), desc="PAHC: one SVM per point", disable=not progress,
-                      total=-(-n // 1024), unit="x1024"):
-        stop = min(n, start + 1024)
-        if nn is None:  # all negatives from rank K' on: rank the block's rows in full
-            block = neighbour_lists_block(X, start, stop)
-        else:
-            block = nn[start:stop]
-        for r, i in enumerate(range(start, stop)):
-            order = block[r]
+    for start, G in tqdm(gram_blocks(X, 1024), desc="PAHC: one SVM per point", disable=not progress,
+                         total=-(-n // 1024), unit="x1024"):
+        for r, order in enumerate(_rank_block(G, start, n_ranks)):   # NNList(x_i), truncated when max_neg is set
+            i = start + r
             pos, neg = order[:K], order[Kp - 1:]
             M[i] = X[pos].mean(axis=0)
             W[i], b[i], converged[i] = _svm(X[np.r_[pos, neg]], K, C, tol)
     return {"W": W, "b": b, "M": M, "converged": converged}
-
-
-def neighbour_lists_block(X: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Full NNLists ``(stop - start, N)`` of rows ``start:stop`` (point itself first)."""
-    G = X[start:stop] @ X.T
-    rows = np.arange(stop - start)
-    G[rows, start + rows] = np.inf
-    return np.argsort(-G, axis=1, kind="stable")
 
 
 def pahc_similarity(X: np.ndarray, n_neighbors: int = 5, neg_start: int = 200, max_neg: int | None = None,
@@ -115,8 +98,7 @@ def pahc_similarity(X: np.ndarray, n_neighbors: int = 5, neg_start: int = 200, m
     """The proximity-aware similarity s_PA ``(N, N)`` of eq. 2.5 for features ``X`` ``(N, d)`` (normalised here)."""
     Xn = check_embeddings(X)
     h = pahc_hyperplanes(Xn, n_neighbors, neg_start, max_neg, C, progress=progress)
-    A = h["W"] @ h["M"].T + h["b"][:, None]      # A[i, j] = H_i(V_K(x_j))
-    return (A + A.T) / 2
+    return set_similarity(h["W"], h["M"], h["b"])      # A[i, j] = H_i(V_K(x_j)), S = (A + A^T) / 2
 
 
 def pahc_distance(S: np.ndarray, kind: str = "arctan") -> np.ndarray:
@@ -165,6 +147,5 @@ class PAHC(LinkageClustering):
         h = pahc_hyperplanes(X, self.n_neighbors, self.neg_start, self.max_neg, self.C, progress=self.progress)
         self.coef_, self.intercept_ = h["W"], h["b"]
         self.n_unconverged_ = int((~h["converged"]).sum())
-        A = h["W"] @ h["M"].T + h["b"][:, None]
-        self.similarity_ = (A + A.T) / 2
+        self.similarity_ = set_similarity(h["W"], h["M"], h["b"])     # (A + A^T) / 2, A[i, j] = H_i(V_K(x_j))
         return pahc_distance(self.similarity_, self.distance)
