@@ -1,0 +1,135 @@
+"""companion.recon: the filtered inverse, the PGA metric, the networks and the training schemes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from companion.inverse import MatrixOperator, gaussian_cs, ill_conditioned_dct_block
+from companion.recon import (PerturbationNet, ReconNet, filtered_pinv, fit_linear_analytic, minmax_objective,
+                             parseval_retraction, project_l2_ball, train_reconstruction, worst_case_error)
+
+
+@pytest.fixture(scope="module")
+def dct() -> MatrixOperator:
+    return ill_conditioned_dct_block(12, 32, cond_range=(20, 1000))[0]
+
+
+def linear(B: torch.Tensor) -> nn.Module:
+    net = nn.Linear(B.shape[1], B.shape[0], bias=False).double()
+    net.weight.data.copy_(B)
+    return net
+
+
+def test_filtered_pinv_is_pinv_without_perturbation(dct: MatrixOperator) -> None:
+    f = filtered_pinv(dct.matrix, 1.0, 0.0)
+    torch.testing.assert_close(f.B, torch.linalg.pinv(dct.matrix))
+    assert f.k == 0
+
+
+def test_filtered_pinv_structure(dct: MatrixOperator) -> None:
+    f = filtered_pinv(dct.matrix, 1.0, 0.3)
+    assert f.k >= 1
+    torch.testing.assert_close(f.q[: f.k], torch.full((f.k,), f.qhat, dtype=torch.float64))
+    torch.testing.assert_close(f.q[f.k:], 1 / f.s[f.k:])
+    assert f.s[f.k - 1] < 1 / f.qhat <= (f.s[f.k] if f.k < len(f.s) else float("inf"))
+    # the clipped count grows with the budget
+    assert filtered_pinv(dct.matrix, 1.0, 0.05).k <= f.k <= filtered_pinv(dct.matrix, 1.0, 2.0).k
+
+
+def test_filtered_pinv_minimises_the_objective(dct: MatrixOperator) -> None:
+    A = dct.matrix
+    best = filtered_pinv(A, 1.0, 0.3)
+    j_best = float(minmax_objective(best.B, A, 1.0, 0.3))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        other = best.B + 0.01 * torch.randn(best.B.shape, generator=gen, dtype=torch.float64)
+        assert float(minmax_objective(other, A, 1.0, 0.3)) >= j_best
+    learned = fit_linear_analytic(A, 1.0, 0.3, steps=4000, progress=False)
+    assert abs(float(minmax_objective(learned, A, 1.0, 0.3)) - j_best) / j_best < 0.01
+
+
+def test_objective_matches_its_expectation_by_sampling(dct: MatrixOperator) -> None:
+    A, B, lam, eps = dct.matrix, filtered_pinv(dct.matrix, 1.0, 0.3).B, 1.0, 0.3
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(200_000, A.shape[1], generator=gen, dtype=torch.float64)
+    _, _, vt = torch.linalg.svd(B)
+    delta = eps * vt[0]                                # the worst shared perturbation
+    y = x @ A.T
+    sampled = ((y @ B.T - x) ** 2).sum(1).mean() + lam * (((y + delta) @ B.T - x) ** 2).sum(1).mean()
+    assert abs(float(sampled) / float(minmax_objective(B, A, lam, eps)) - 1) < 0.02
+
+
+def test_pga_finds_the_exact_worst_case_of_a_linear_map(dct: MatrixOperator) -> None:
+    B = torch.linalg.pinv(dct.matrix)
+    # at x = 0 the worst case is ε‖B‖₂ exactly
+    zero = torch.zeros(3, dct.n, dtype=torch.float64)
+    wc = worst_case_error(linear(B), dct, zero, 0.1, steps=100)
+    torch.testing.assert_close(wc, torch.full((3,), 0.1 * float(torch.linalg.matrix_norm(B, 2)), dtype=torch.float64),
+                               rtol=1e-3, atol=0)
+    # in general it lies between the clean error and the triangle-inequality bound
+    x = torch.randn(50, dct.n, dtype=torch.float64)
+    Bf = filtered_pinv(dct.matrix, 1.0, 0.3).B
+    clean = worst_case_error(linear(Bf), dct, x, 0.0)
+    wc = worst_case_error(linear(Bf), dct, x, 0.3, steps=20)
+    upper = clean + 0.3 * torch.linalg.matrix_norm(Bf, 2)
+    assert torch.all(wc >= clean) and torch.all(wc <= upper + 1e-9)
+    assert torch.all(wc >= 0.3 * torch.linalg.matrix_norm(Bf, 2) - clean)   # reverse triangle inequality
+
+
+def test_project_l2_ball() -> None:
+    v = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    out = project_l2_ball(v, 1.0)
+    torch.testing.assert_close(out, torch.tensor([[0.6, 0.8], [0.3, 0.4]]))
+
+
+def test_perturbation_net_respects_the_budget() -> None:
+    g = PerturbationNet(20, 0.5)
+    d = g(100 * torch.randn(8, 20))
+    assert d.shape == (8, 20) and torch.all(d.norm(dim=1) <= 0.5 + 1e-6)
+
+
+def test_parseval_retraction_moves_singular_values_towards_one() -> None:
+    layer = nn.Linear(10, 6)
+    with torch.no_grad():
+        layer.weight.mul_(5.0)
+    before = torch.linalg.svdvals(layer.weight.detach())
+    parseval_retraction(layer, 0.01)
+    after = torch.linalg.svdvals(layer.weight.detach())
+    torch.testing.assert_close(after, (1.01 * before - 0.01 * before**3).abs().sort(descending=True).values, rtol=1e-4, atol=1e-5)
+    conv = nn.Conv2d(2, 3, 3)
+    for _ in range(3000):
+        parseval_retraction(conv, 0.05)
+    torch.testing.assert_close(torch.linalg.svdvals(conv.weight.view(3, -1)), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_recon_net_starts_at_the_pseudo_inverse() -> None:
+    op = gaussian_cs(50, (1, 8, 8))
+    net = ReconNet(op, channels=4)
+    y = torch.randn(3, 50)
+    torch.testing.assert_close(net.initial(y).view(3, 1, 8, 8), op.A_dagger(y), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="images"):
+        ReconNet(gaussian_cs(5, (64,)))
+
+
+@pytest.mark.parametrize("scheme", ["plain", "weight_decay", "parseval", "minmax", "pga"])
+def test_every_scheme_trains_and_lowers_the_loss(scheme: str) -> None:
+    op = gaussian_cs(32, (1, 8, 8))
+    x = torch.rand(96, 1, 8, 8)
+    net = ReconNet(op, channels=4)
+    hist = train_reconstruction(net, op, x, scheme=scheme, epochs=3, batch_size=32, eps=0.5, progress=False)
+    assert len(hist.loss) == 3 and hist.loss[-1] < hist.loss[0]
+    assert not net.training
+    if scheme in ("minmax", "pga"):
+        assert len(hist.attacker_error) == 3
+
+
+def test_training_validation() -> None:
+    op = gaussian_cs(32, (1, 8, 8))
+    net = ReconNet(op, channels=4)
+    with pytest.raises(ValueError, match="unknown scheme"):
+        train_reconstruction(net, op, torch.rand(4, 1, 8, 8), scheme="adversarial")
+    with pytest.raises(ValueError, match="NaN"):
+        train_reconstruction(net, op, torch.full((4, 1, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match=">= 0"):
+        worst_case_error(net, op, torch.rand(2, 1, 8, 8), -1.0)
