@@ -2,7 +2,8 @@
 
 Notebooks explain; this package computes. One module per concern: :mod:`companion.data`,
 :mod:`companion.nets`, :mod:`companion.train`, :mod:`companion.attacks`, :mod:`companion.metrics`,
-:mod:`companion.defenses`, :mod:`companion.record`, :mod:`companion.regression`.
+:mod:`companion.defenses`, :mod:`companion.inverse` (forward operators), :mod:`companion.recon`
+(robust reconstruction), :mod:`companion.record`, :mod:`companion.regression`.
 """
 from .record import record, use_records_file
 from .utils import device, seed_everything, set_threads
