@@ -82,7 +82,7 @@ class MatrixOperator(nn.Module):
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``U, s, Vᵀ`` of the matrix (thin SVD, singular values in decreasing order), cached."""
-        if self._svd is None or self._svd[1].device != self.matrix.device:
+        if self._svd is None or self._svd[1].device != self.matrix.device or self._svd[1].dtype != self.matrix.dtype:
             u, s, vt = torch.linalg.svd(self.matrix.double(), full_matrices=False)
             self._svd = (u.to(self.matrix.dtype), s.to(self.matrix.dtype), vt.to(self.matrix.dtype))
         return self._svd
@@ -117,6 +117,8 @@ class MatrixOperator(nn.Module):
 def gaussian_cs(m: int, in_shape: Sequence[int], *, seed: int = 0) -> MatrixOperator:
     """Compressed sensing: ``m`` measurements by a matrix with i.i.d. ``N(0, 1/m)`` entries."""
     check_int(m, "m")
+    if len(in_shape) == 0 or any(not isinstance(d, int) or d < 1 for d in in_shape):
+        raise ValueError(f"in_shape must be a non-empty sequence of positive integers, got {in_shape!r}")
     n = math.prod(in_shape)
     gen = torch.Generator().manual_seed(seed)
     return MatrixOperator(torch.randn(m, n, generator=gen) / math.sqrt(m), in_shape)
@@ -128,6 +130,8 @@ def with_condition_number(op: MatrixOperator, condition_number: float) -> Matrix
     check_positive(condition_number, "condition_number")
     if condition_number < 1:
         raise ValueError(f"condition_number must be >= 1, got {condition_number}")
+    if op.condition_number() == math.inf:
+        raise ValueError("the operator is rank-deficient; its zero singular values cannot be given a condition number")
     u, s, vt = op.svd()
     ladder = s[0] * torch.logspace(0, -math.log10(condition_number), len(s), dtype=s.dtype)
     return MatrixOperator((u * ladder) @ vt, op.in_shape)

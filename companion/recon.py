@@ -62,6 +62,8 @@ def filtered_pinv(A: torch.Tensor, lam: float, eps: float) -> FilteredInverse:
     check_positive(eps, "eps", allow_zero=True)
     u, s_dec, vt = torch.linalg.svd(a, full_matrices=False)
     r = int((s_dec > s_dec[0] * max(a.shape) * torch.finfo(a.dtype).eps).sum())
+    if r == 0:
+        raise ValueError("A is zero: there is nothing to invert")
     u, s, v = u[:, :r].flip(1), s_dec[:r].flip(0), vt[:r].T.flip(1)  # increasing order
     eps_eff2 = eps**2 * lam / (1 + lam)
     if eps_eff2 == 0:
@@ -80,6 +82,9 @@ def filtered_pinv(A: torch.Tensor, lam: float, eps: float) -> FilteredInverse:
 def minmax_objective(B: torch.Tensor, A: torch.Tensor, lam: float, eps: float) -> torch.Tensor:
     """``J(B) = (1+λ)‖BA − I‖²_F + λε²‖B‖₂²``: the linear min-max objective with a shared ``δ``,
     for data with ``E[x] = 0`` and ``E[xxᵀ] = I`` (the inner maximum is taken exactly)."""
+    if B.ndim != 2 or A.ndim != 2 or B.shape != (A.shape[1], A.shape[0]):
+        raise ValueError(f"B must have shape (n, m) = {(A.shape[1], A.shape[0])} for A of shape {tuple(A.shape)}, "
+                         f"got {tuple(B.shape)}")
     eye = torch.eye(A.shape[1], dtype=B.dtype, device=B.device)
     return (1 + lam) * ((B @ A.to(B.dtype) - eye) ** 2).sum() + lam * eps**2 * torch.linalg.matrix_norm(B, 2) ** 2
 
@@ -138,6 +143,7 @@ def fit_linear_alternating(A: torch.Tensor, lam: float, eps: float, *, steps: in
 # --------------------------------------------------------------------------------------------------
 def project_l2_ball(v: torch.Tensor, eps: float) -> torch.Tensor:
     """Project each row of ``v`` (``(B, m)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
+    check_positive(eps, "eps", allow_zero=True)
     norms = v.flatten(1).norm(dim=1).clamp_min(1e-12)
     return v * (eps / norms).clamp(max=1.0).view(-1, *([1] * (v.ndim - 1)))
 
@@ -187,18 +193,32 @@ class PerturbationNet(nn.Module):
         return project_l2_ball(self.net(y), self.eps)
 
 
+def _parseval_weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight.view(m.weight.shape[0], -1) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
 def parseval_retraction(model: nn.Module, beta: float) -> None:
     """One Parseval step on every ``Linear``/``Conv2d`` weight: ``W ← (1+β)W − β W Wᵀ W``.
 
     Convolution kernels are reshaped to ``c_out × (c_in·k·k)``. The step moves every singular value
-    ``σ`` of ``W`` to ``(1+β)σ − βσ³``, towards 1, keeping each layer close to a tight frame.
+    ``σ`` of ``W`` to ``(1+β)σ − βσ³``, towards 1, keeping each layer close to a tight frame. This
+    converges only while ``βσ² < 2`` for every singular value; :func:`check_parseval_stable` checks it.
     """
     check_positive(beta, "beta")
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                w = module.weight.view(module.weight.shape[0], -1)
-                w.copy_((1 + beta) * w - beta * (w @ w.T) @ w)
+        for w in _parseval_weights(model):
+            cubic = w @ (w.T @ w) if w.shape[0] > w.shape[1] else (w @ w.T) @ w   # the cheaper order
+            w.copy_((1 + beta) * w - beta * cubic)
+
+
+def check_parseval_stable(model: nn.Module, beta: float) -> None:
+    """Raise if some layer has a singular value ``σ`` with ``βσ² ≥ 2``, where the retraction diverges."""
+    with torch.no_grad():
+        for w in _parseval_weights(model):
+            sigma = float(torch.linalg.matrix_norm(w.double(), 2))
+            if beta * sigma**2 >= 2:
+                raise ValueError(f"the Parseval retraction with beta={beta:g} diverges on a layer with singular value "
+                                 f"{sigma:.3g} (needs beta·σ² < 2); lower beta below {2 / sigma**2:.3g}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,22 +234,25 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     """One run of projected gradient ascent on ``‖f(y + δ) − x‖²`` over ``‖δ‖₂ ≤ ε``.
 
     Starts on the sphere of radius ``0.1ε`` and takes ``steps`` normalised gradient steps of length
-    ``2.5ε/steps``, each followed by projection onto the ball. Returns the last ``δ`` and the largest
-    per-image ℓ2 error seen over all iterates.
+    ``2.5ε/steps``, each followed by projection onto the ball. Returns, per image, the iterate ``δ``
+    with the largest ℓ2 error and that error.
     """
     delta = torch.randn(y.shape, generator=generator).to(y)
     delta = 0.1 * eps * delta / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    best = torch.zeros(len(y), dtype=y.dtype, device=y.device)
-    for _ in range(steps):
-        delta.requires_grad_(True)
+    best = torch.full((len(y),), -1.0, dtype=y.dtype, device=y.device)
+    best_delta = delta.clone()
+    for step_index in range(steps + 1):
+        delta.requires_grad_(step_index < steps)
         err = reconstruction_error(net, y + delta, x)
+        better = err.detach() > best
+        best = torch.where(better, err.detach(), best)
+        best_delta = torch.where(better[:, None], delta.detach(), best_delta)
+        if step_index == steps:
+            break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        best = torch.maximum(best, err.detach())
         step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
         delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * step, eps)
-    with torch.no_grad():
-        best = torch.maximum(best, reconstruction_error(net, y + delta, x))
-    return delta, best
+    return best_delta, best
 
 
 def worst_case_error(net: nn.Module, op: MatrixOperator, x: torch.Tensor, eps: float, *, steps: int = 20,
@@ -319,7 +342,17 @@ def train_reconstruction(
     check_int(batch_size, "batch_size")
     check_positive(lr, "lr")
     check_positive(lam, "lam", allow_zero=True)
+    check_positive(eps, "eps")
+    check_positive(weight_decay, "weight_decay", allow_zero=True)
+    check_positive(attacker_lr, "attacker_lr")
     check_int(attacker_steps, "attacker_steps")
+    check_int(pga_steps, "pga_steps")
+    if attacker is not None and scheme != "minmax":
+        raise ValueError(f"an attacker network is only used by scheme='minmax', not {scheme!r}")
+    if attacker is not None and getattr(attacker, "eps", eps) != eps:
+        raise ValueError(f"the attacker's budget ({attacker.eps}) differs from eps ({eps})")
+    if scheme == "parseval":
+        check_parseval_stable(net, parseval_beta)
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
         raise ValueError("x must be a non-empty batch of images")
     if not torch.isfinite(x).all():

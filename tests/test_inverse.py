@@ -76,3 +76,10 @@ def test_operator_validation_errors() -> None:
         with_condition_number(op, 0.5)
     with pytest.raises(ValueError, match="rows and cols"):
         dct_block(8, [0, 9], [1])
+
+
+def test_rank_deficient_operator_cannot_be_reconditioned() -> None:
+    with pytest.raises(ValueError, match="rank-deficient"):
+        with_condition_number(MatrixOperator(torch.randn(5, 3) @ torch.randn(3, 8)), 10.0)
+    with pytest.raises(ValueError, match="in_shape"):
+        gaussian_cs(5, (0, 3))

@@ -133,3 +133,55 @@ def test_training_validation() -> None:
         train_reconstruction(net, op, torch.full((4, 1, 8, 8), float("nan")))
     with pytest.raises(ValueError, match=">= 0"):
         worst_case_error(net, op, torch.rand(2, 1, 8, 8), -1.0)
+
+
+def test_filtered_pinv_on_a_wide_matrix_with_a_null_space() -> None:
+    gen = torch.Generator().manual_seed(3)
+    A = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+    f = filtered_pinv(A, 1.0, 0.5)
+    assert f.B.shape == (16, 8) and f.k >= 1
+    # B maps into the row space of A (nothing on the null space)
+    projector = torch.linalg.pinv(A) @ A
+    torch.testing.assert_close(projector @ f.B, f.B)
+    j_best = float(minmax_objective(f.B, A, 1.0, 0.5))
+    for _ in range(20):
+        other = f.B + 0.01 * torch.randn(f.B.shape, generator=gen, dtype=torch.float64)
+        assert float(minmax_objective(other, A, 1.0, 0.5)) >= j_best
+    with pytest.raises(ValueError, match="zero"):
+        filtered_pinv(torch.zeros(3, 3), 1.0, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        minmax_objective(torch.zeros(3, 3), A, 1.0, 0.5)
+
+
+def test_pga_returns_the_perturbation_of_its_best_iterate() -> None:
+    from companion.recon import pga_perturbation, reconstruction_error
+
+    op = gaussian_cs(32, (1, 8, 8))
+    net = ReconNet(op, channels=4)
+    x = torch.rand(6, 1, 8, 8)
+    y = op.A(x)
+    delta, best = pga_perturbation(net, y, x, 0.7, steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.all(delta.norm(dim=1) <= 0.7 + 1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(reconstruction_error(net, y + delta, x), best)
+
+
+def test_parseval_instability_and_attacker_misuse_are_reported() -> None:
+    from companion.recon import check_parseval_stable
+
+    layer = nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(100 * torch.eye(4))
+    with pytest.raises(ValueError, match="diverges"):
+        check_parseval_stable(layer, 3e-4)
+    op = gaussian_cs(32, (1, 8, 8))
+    net = ReconNet(op, channels=4)
+    x = torch.rand(8, 1, 8, 8)
+    with pytest.raises(ValueError, match="> 0"):
+        train_reconstruction(net, op, x, scheme="minmax", eps=-1.0, progress=False)
+    with pytest.raises(ValueError, match="only used by scheme='minmax'"):
+        train_reconstruction(net, op, x, scheme="plain", attacker=PerturbationNet(32, 1.0), progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        train_reconstruction(net, op, x, scheme="minmax", eps=0.5, attacker=PerturbationNet(32, 1.0), progress=False)
+    with pytest.raises(ValueError, match=">= 0"):
+        project_l2_ball(torch.ones(2, 3), -0.1)
