@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.14.1 torchvision==0.29.1
 CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -path 'book/*/*')
 
-.PHONY: setup book test unit regression book-check notebooks clean
+.PHONY: setup book test unit regression book-check notebooks clean weights
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ notebooks: $(STAMP)
 	  out=_build/notebooks/$${f#book/}; out=$${out%.md}.ipynb; mkdir -p $$(dirname $$out); \
 	  $(BIN)/jupytext --quiet --to ipynb --output $$out $$f && echo "wrote $$out"; \
 	done
+
+## weights: retrain every shipped weight file in companion/weights/ from scratch (see companion/pretrained.py)
+weights: $(STAMP)
+	$(BIN)/python -m companion.pretrained
 
 clean:
 	rm -rf _build
