@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.14.1 torchvision==0.29.1
 CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -path 'book/*/*')
 
-.PHONY: setup book test unit regression book-check notebooks clean weights
+.PHONY: setup book test unit regression book-check notebooks clean weights bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ notebooks: $(STAMP)
 ## weights: retrain every shipped weight file in companion/weights/ from scratch (see companion/pretrained.py)
 weights: $(STAMP)
 	$(BIN)/python -m companion.pretrained
+
+## bench: speed of the companion's Radon transform and FBP against scikit-image (not part of the tests)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ct_speed.py
 
 clean:
 	rm -rf _build

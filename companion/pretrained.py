@@ -13,6 +13,8 @@ Entries:
 * ``mnist_dcgan`` -- the DCGAN of :mod:`companion.gan` trained on the embedded MNIST training split
   (4,000 images), and the data-free inverter of :func:`companion.defenses.train_inverter` for it
   (chapter "Invert and Defend"; reusable wherever a GAN prior on MNIST is needed).
+* ``dudonet_small`` -- the six metal-artifact-reduction networks of the DuDoNet chapter (width 8,
+  64 × 64 images), see :mod:`companion.ct.weights`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from ._validate import check_choice
+from .ct.weights import DUDONET_SMALL, build_dudonet_small, dudonet_modules
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -73,6 +76,7 @@ def build_mnist_dcgan(config: dict = MNIST_DCGAN, progress: bool = True) -> dict
 
 REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]]]] = {
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan),
+    "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small),
 }
 
 
