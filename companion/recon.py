@@ -141,11 +141,15 @@ def fit_linear_alternating(A: torch.Tensor, lam: float, eps: float, *, steps: in
 # --------------------------------------------------------------------------------------------------
 # Networks
 # --------------------------------------------------------------------------------------------------
+def _sample_norms(v: torch.Tensor) -> torch.Tensor:
+    """ℓ2 norm of each sample of a batch ``(B, ...)``, shaped to broadcast against it."""
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
+
+
 def project_l2_ball(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project each row of ``v`` (``(B, m)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
+    """Project each sample of ``v`` (``(B, ...)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
     check_positive(eps, "eps", allow_zero=True)
-    norms = v.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return v * (eps / norms).clamp(max=1.0).view(-1, *([1] * (v.ndim - 1)))
+    return v * (eps / _sample_norms(v)).clamp(max=1.0)
 
 
 class ReconNet(nn.Module):
@@ -238,7 +242,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     with the largest ℓ2 error and that error.
     """
     delta = torch.randn(y.shape, generator=generator).to(y)
-    delta = 0.1 * eps * delta / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    delta = 0.1 * eps * delta / _sample_norms(delta)
     best = torch.full((len(y),), -1.0, dtype=y.dtype, device=y.device)
     best_delta = delta.clone()
     for step_index in range(steps + 1):
@@ -246,19 +250,21 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
         err = reconstruction_error(net, y + delta, x)
         better = err.detach() > best
         best = torch.where(better, err.detach(), best)
-        best_delta = torch.where(better[:, None], delta.detach(), best_delta)
+        best_delta = torch.where(better.view(-1, *([1] * (delta.ndim - 1))), delta.detach(), best_delta)
         if step_index == steps:
             break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * step, eps)
+        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / _sample_norms(grad), eps)
     return best_delta, best
 
 
-def worst_case_error(net: nn.Module, op: MatrixOperator, x: torch.Tensor, eps: float, *, steps: int = 20,
+def worst_case_error(net: nn.Module, op: nn.Module, x: torch.Tensor, eps: float, *, steps: int = 20,
                      restarts: int = 1, generator: torch.Generator | None = None,
                      batch_size: int = 512) -> torch.Tensor:
     """``Δ_max(x; ε) = max_{‖δ‖₂≤ε} ‖f(Ax + δ) − x‖₂`` per image, by projected gradient ascent.
+
+    ``op`` is any forward operator with a method ``A`` mapping a batch to measurements ``(B, ...)`` (a
+    :class:`~companion.inverse.MatrixOperator`, a CT projector, ...); ``‖δ‖₂`` is taken per sample.
 
     Runs :func:`pga_perturbation` ``restarts`` times and returns the largest error seen over all
     iterates, restarts and the clean input (a lower bound on the true maximum). ``ε = 0`` gives the
