@@ -118,6 +118,19 @@ def test_rebinning_equals_direct_parallel_projection() -> None:
     assert ril.grid.shape[:2] == (fan.n_detectors, fan.n_views // 2)
 
 
+def test_full_turn_rebinning_agrees_with_half_turn() -> None:
+    """360° fan data hold every line twice: f_R over [0, 2π) (halved) ≈ f_R over [0, π)."""
+    n = 48
+    img = torch.tensor(_phantom(n), dtype=torch.float32)
+    fan = FanBeam(n)
+    y = fan.A(img)
+    half, full = RadonInversionLayer(fan)(y), RadonInversionLayer(fan, span=2 * math.pi)(y)
+    assert full.shape == half.shape
+    assert float((full - half).norm() / half.norm()) < 0.05
+    with pytest.raises(ValueError, match="span"):
+        RadonInversionLayer(fan, span=1.0)
+
+
 def test_ril_reconstructs_close_to_iradon() -> None:
     from skimage.transform import iradon, radon
 

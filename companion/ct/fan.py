@@ -90,20 +90,24 @@ class FanBeam(SparseOperator):
                 f"D={self.source_distance:.4g}, fan_angle={self.fan_angle:.4g}")
 
 
-def rebinning_grid(fan: FanBeam, n_t: int | None = None, n_theta: int | None = None) -> tuple[torch.Tensor, float, torch.Tensor]:
+def rebinning_grid(fan: FanBeam, n_t: int | None = None, n_theta: int | None = None,
+                   span: float = math.pi) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Where each parallel ray ``(t_i, θ_l)`` lies in the fan sinogram, for ``grid_sample``.
 
     Returns ``(grid, Δt, θ)``: ``grid`` of shape ``(n_t, n_θ, 2)`` holds normalised (view, detector)
     coordinates in the fan sinogram padded circularly by one view on each side; ``t`` spans
-    ``[−D sin γ_max, D sin γ_max]`` with ``n_t`` samples (default ``n_det``), ``θ`` spans [0, π) with
-    ``n_θ`` samples (default ``n_views/2``: over 360° every parallel ray is measured twice, once is enough).
+    ``[−D sin γ_max, D sin γ_max]`` with ``n_t`` samples (default ``n_det``), ``θ`` spans ``[0, span)``
+    with ``n_θ`` samples (default ``n_views·span/2π``). Over 360° every parallel ray is measured twice, so
+    ``span = π`` (the default) is enough; ``span = 2π`` uses both measurements.
     """
+    if span not in (math.pi, 2 * math.pi):
+        raise ValueError(f"span must be π or 2π, got {span}")
     n_t = fan.n_detectors if n_t is None else check_int(n_t, "n_t", minimum=2)
-    n_theta = max(1, fan.n_views // 2) if n_theta is None else check_int(n_theta, "n_theta")
+    n_theta = max(1, round(fan.n_views * span / (2 * math.pi))) if n_theta is None else check_int(n_theta, "n_theta")
     d = fan.source_distance
     t_max = d * math.sin(fan.fan_angle)
     t = torch.linspace(-t_max, t_max, n_t, dtype=torch.float64)
-    theta = uniform_angles(n_theta)
+    theta = uniform_angles(n_theta, span)
     tt, th = torch.meshgrid(t, theta, indexing="ij")
     gamma = torch.asin(tt / d)
     beta = torch.remainder(th - gamma, 2 * math.pi)
@@ -129,20 +133,21 @@ class RadonInversionLayer(nn.Module):
 
     Linear and differentiable end to end; its gradient with respect to the sinogram is the adjoint of
     these three steps (a projection), so an image-domain loss reaches the sinogram. ``scale`` multiplies
-    the output (e.g. ``N`` when sinograms are stored as line integrals per image width).
+    the output (e.g. ``N`` when sinograms are stored as line integrals per image width). ``span = 2π``
+    rebins to θ ∈ [0, 2π) and averages the two measurements of every line (default π: one of them).
     """
 
     def __init__(self, fan: FanBeam, n_t: int | None = None, n_theta: int | None = None, filter: str = "ramp",
-                 scale: float = 1.0) -> None:
+                 scale: float = 1.0, span: float = math.pi) -> None:
         super().__init__()
         if not isinstance(fan, FanBeam):
             raise TypeError(f"fan must be a FanBeam, got {type(fan).__name__}")
-        grid, spacing, theta = rebinning_grid(fan, n_t, n_theta)
+        grid, spacing, theta = rebinning_grid(fan, n_t, n_theta, span)
         self.register_buffer("grid", grid)
         self.in_shape = fan.out_shape
         self.parallel = ParallelBeam(fan.n_pixels, theta, n_detectors=grid.shape[0], detector_spacing=spacing)
         self.filter = filter
-        self.scale = check_positive(scale, "scale")
+        self.scale = check_positive(scale, "scale")   # over 2π, fbp's weight π/n_θ already averages the two copies
 
     def rebin(self, y_fan: torch.Tensor) -> torch.Tensor:
         """The parallel-beam sinogram ``(..., n_t, n_θ)`` of fan sinograms ``(..., n_det, n_views)``."""

@@ -70,7 +70,8 @@ class ParallelBeam(SparseOperator):
     """Parallel-beam geometry: ``A`` (Radon transform), ``A_adjoint`` (back-projection), ``fbp``.
 
     ``n_pixels``: image side ``N``; ``angles``: projection angles in radians (a sequence or 1-D tensor;
-    ``fbp`` assumes they are spread uniformly over [0, π)); ``n_detectors``: bins per view (default
+    ``fbp`` weights every view by ``π/n_θ``, right for angles spread uniformly over [0, π), and over
+    [0, 2π), where it averages the two measurements of every line); ``n_detectors``: bins per view (default
     ``N``, which covers the inscribed circle; use ``ceil(√2·N)`` for the whole square);
     ``detector_spacing``: ``Δt`` in pixels. Images ``(..., N, N)`` ↦ sinograms ``(..., n_det, n_θ)``.
 
