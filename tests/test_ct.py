@@ -106,16 +106,17 @@ def test_ril_gradient_is_its_adjoint() -> None:
     assert abs(lhs - rhs) < 1e-8 * max(1.0, abs(lhs))
 
 
-def test_rebinning_equals_direct_parallel_projection() -> None:
-    n = 48
+@pytest.mark.parametrize("n, n_t", [(48, None), (47, None), (48, 48), (48, 49)])
+def test_rebinning_equals_direct_parallel_projection(n: int, n_t: int | None) -> None:
+    """Odd and even detector counts: the rebinned grid must be centred like ParallelBeam's detector."""
     img = torch.tensor(_phantom(n), dtype=torch.float32)
     fan = FanBeam(n)
-    ril = RadonInversionLayer(fan)
+    ril = RadonInversionLayer(fan, n_t=n_t)
     rebinned = ril.rebin(fan.A(img))
     direct = ril.parallel.A(img)
     assert float((rebinned - direct).norm() / direct.norm()) < 0.05
     # [0, π) is enough: the [π, 2π) half of the parallel data is the same rays reversed
-    assert ril.grid.shape[:2] == (fan.n_detectors, fan.n_views // 2)
+    assert ril.grid.shape[:2] == (n_t or fan.n_detectors, round(fan.n_views / 2))
 
 
 def test_full_turn_rebinning_agrees_with_half_turn() -> None:

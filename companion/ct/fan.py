@@ -106,7 +106,9 @@ def rebinning_grid(fan: FanBeam, n_t: int | None = None, n_theta: int | None = N
     n_theta = max(1, round(fan.n_views * span / (2 * math.pi))) if n_theta is None else check_int(n_theta, "n_theta")
     d = fan.source_distance
     t_max = d * math.sin(fan.fan_angle)
-    t = torch.linspace(-t_max, t_max, n_t, dtype=torch.float64)
+    spacing = 2 * t_max / (n_t - 1)
+    # centred on bin n_t // 2, as ParallelBeam's detector (for odd n_t this is linspace(-t_max, t_max))
+    t = (torch.arange(n_t, dtype=torch.float64) - n_t // 2) * spacing
     theta = uniform_angles(n_theta, span)
     tt, th = torch.meshgrid(t, theta, indexing="ij")
     gamma = torch.asin(tt / d)
@@ -115,7 +117,7 @@ def rebinning_grid(fan: FanBeam, n_t: int | None = None, n_theta: int | None = N
     det = (gamma + fan.fan_angle) / d_gamma                          # 0 .. n_det-1
     view = beta / (2 * math.pi / fan.n_views) + 1                    # +1: one padded view on the left
     grid = torch.stack([2 * view / (fan.n_views + 1) - 1, 2 * det / (fan.n_detectors - 1) - 1], -1)
-    return grid.float(), 2 * t_max / (n_t - 1), theta
+    return grid.float(), spacing, theta
 
 
 def rebin(y_fan: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
