@@ -150,3 +150,12 @@ def test_shipped_invgan_defends_and_detects(mnist_model, shipped) -> None:
     assert xr.grad is not None and float(xr.grad.abs().sum()) > 0
     x_adv = on_manifold_attack(G, model, x[:4], y[:4], inverter(x[:4]).detach(), steps=5)
     assert x_adv.shape == (4, 1, 28, 28) and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+
+
+def test_gan_projection_does_not_depend_on_the_batch(tiny) -> None:
+    G, E, _ = tiny
+    x = torch.rand(6, 1, 28, 28)
+    for defense in (GANProjection(G, restarts=3, steps=4), GANProjection(G, restarts=2, steps=4, inverter=E)):
+        whole = defense(x)
+        for i in (0, 4):
+            torch.testing.assert_close(defense(x[i: i + 1]), whole[i: i + 1], atol=1e-5, rtol=1e-5)

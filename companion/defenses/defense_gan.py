@@ -128,11 +128,23 @@ def encoder_start(inverter: nn.Module, x: Tensor, restarts: int = 1, sigma: floa
     return z.unsqueeze(0) + noise
 
 
+def per_image_normal(x: Tensor, restarts: int, dim: int, seed: int) -> Tensor:
+    """Standard normal draws ``(restarts, B, dim)`` whose column ``i`` depends only on image ``x[i]`` and
+    ``seed`` (a generator seeded from a hash of the image's 8-bit pixels), not on the batch around it."""
+    q = (x.detach().flatten(1).cpu().double() * 255).round().long()
+    keys = (q * torch.arange(1, q.shape[1] + 1)).sum(1) * 1_000_003 + seed
+    out = torch.empty(restarts, len(x), dim)
+    for i, key in enumerate(keys.tolist()):
+        out[:, i] = torch.randn(restarts, dim, generator=torch.Generator().manual_seed(key % (2**62)))
+    return out.to(x.device)
+
+
 class GANProjection(nn.Module):
     """The projection of Defense-GAN (``inverter=None``) or InvGAN as a transform ``x -> x_proj``.
 
-    Each call draws its random starts from a generator seeded with ``seed``, so a given input is
-    always projected the same way (the defense is deterministic, as in the source's evaluation).
+    The random starts of each image come from :func:`per_image_normal`, seeded by ``seed`` and the image
+    itself, so a given input is always projected the same way, whatever batch it comes in (the defense
+    is deterministic, as in the source's evaluation), while different images get different starts.
     :meth:`project` returns the full :class:`Projection`. Use ``Preprocessed(projection, model)``
     for the defended classifier and ``bpda(projection)`` for the straight-through attack.
     """
@@ -152,12 +164,18 @@ class GANProjection(nn.Module):
         return f"{'InvGAN' if self.inverter is not None else 'DefenseGAN'} (R={self.restarts}, T={self.steps})"
 
     def project(self, x: Tensor, progress: bool = False) -> Projection:
-        gen = torch.Generator().manual_seed(self.seed)
-        z0 = None
+        check_images(x, "x")
+        d = _check_generator(self.G)
+        draws = per_image_normal(x, self.restarts, d, self.seed)
         if self.inverter is not None:
-            z0 = encoder_start(self.inverter, check_images(x, "x"), self.restarts, self.sigma, gen)
+            with torch.no_grad():
+                z = self.inverter(x)
+            draws[0] = 0.0                                   # the first restart is the encoder's guess
+            z0 = z.unsqueeze(0) + self.sigma * draws
+        else:
+            z0 = draws
         return project(self.G, x, restarts=self.restarts, steps=self.steps, lr=self.lr, optimizer=self.optimizer, z0=z0,
-                       generator=gen, batch_size=self.batch_size, progress=progress)
+                       batch_size=self.batch_size, progress=progress)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.project(x).x_proj
