@@ -104,7 +104,8 @@ def load(name: str, folder: Path | None = None) -> dict[str, nn.Module]:
     """The shipped modules of entry ``name`` in eval mode, after checking the configuration hash.
 
     Raises ``FileNotFoundError`` when the files are missing and ``ValueError`` when they were produced
-    with another configuration than the code's (rebuild them with ``make weights``).
+    with another configuration than the code's or do not match their recorded sha256 (rebuild them with
+    ``make weights``).
     """
     pt, meta_path = _paths(name, folder)
     if not pt.exists() or not meta_path.exists():
@@ -115,6 +116,10 @@ def load(name: str, folder: Path | None = None) -> dict[str, nn.Module]:
     if meta.get("config_hash") != config_hash(config):
         raise ValueError(f"shipped weights {name!r} were made with configuration {meta.get('config_hash')}, but the code's "
                          f"configuration hashes to {config_hash(config)}; rebuild them with `make weights`")
+    recorded = meta.get("sha256")
+    if recorded is not None and hashlib.sha256(pt.read_bytes()).hexdigest() != recorded:
+        raise ValueError(f"{pt} does not match the sha256 recorded in {meta_path.name} (a corrupted or partial copy?); "
+                         f"rebuild it with `make weights`")
     modules = modules_fn(config)
     state = torch.load(pt, map_location="cpu", weights_only=True)
     if set(state) != set(modules):

@@ -101,6 +101,11 @@ def test_loading_refuses_weights_of_another_configuration(tmp_path) -> None:
         pretrained.load("mnist_dcgan", folder=tmp_path)
     with pytest.raises(FileNotFoundError):
         pretrained.load("mnist_dcgan", folder=tmp_path / "missing")
+    meta["config_hash"] = pretrained.config_hash(pretrained.REGISTRY["mnist_dcgan"][0])
+    meta["sha256"] = "0" * 64                      # weights that are not the recorded ones
+    (tmp_path / "mnist_dcgan.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained.load("mnist_dcgan", folder=tmp_path)
     with pytest.raises(ValueError):
         pretrained.load("no_such_weights")
 
