@@ -30,7 +30,7 @@ from ._validate import check_choice, check_images, check_int, check_labels, chec
 Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
-__all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "pgd", "run_attack"]
+__all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "pgd", "project_l2_ball", "run_attack"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -53,8 +53,14 @@ def _logits(model: Model, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _norms(v: Tensor) -> Tensor:
-    """Per-sample L2 norms of a batch, shaped ``(B, 1, 1, 1)`` for broadcasting."""
-    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
+    """Per-sample L2 norms of a batch ``(B, ...)``, at least 1e-12 (safe to divide by), shaped to broadcast."""
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
+
+
+def project_l2_ball(v: Tensor, eps: float) -> Tensor:
+    """Project each sample of ``v`` (``(B, ...)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
+    check_positive(eps, "eps", allow_zero=True)
+    return v * (eps / _norms(v)).clamp(max=1.0)
 
 
 def _loss_grad(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,7 +81,7 @@ def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
     else:
-        delta = delta * (eps / _norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+        delta = project_l2_ball(delta, eps)
     return (x + delta).clamp(0.0, 1.0)
 
 
@@ -87,7 +93,7 @@ def _random_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
         return ((torch.rand(x.shape, **kw) * 2 - 1) * eps).to(x.device)
     # Uniform in the L2 ball of R^d: Gaussian direction, radius eps * U^(1/d).
     direction = torch.randn(x.shape, **kw)
-    direction = direction / _norms(direction).clamp_min(1e-12)
+    direction = direction / _norms(direction)
     radius = eps * torch.rand(x.shape[0], **kw).pow(1.0 / x[0].numel())
     return (direction * radius.view(-1, 1, 1, 1)).to(x.device)
 
@@ -159,7 +165,7 @@ def pgd(
         x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
     for _ in range(steps):
         g, logits = _loss_grad(model, x_adv, y)
-        d = g.sign() if norm == "linf" else g / _norms(g).clamp_min(1e-12)
+        d = g.sign() if norm == "linf" else g / _norms(g)
         stepped = _project(x_adv + alpha * d, x, eps, norm)
         if early_stop:
             still_correct = logits.argmax(1) == y

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_int, check_positive
+from .attacks import _norms, project_l2_ball
 from .inverse import MatrixOperator
 
 SCHEMES = ("plain", "weight_decay", "parseval", "minmax", "pga")
@@ -141,17 +142,6 @@ def fit_linear_alternating(A: torch.Tensor, lam: float, eps: float, *, steps: in
 # --------------------------------------------------------------------------------------------------
 # Networks
 # --------------------------------------------------------------------------------------------------
-def _sample_norms(v: torch.Tensor) -> torch.Tensor:
-    """ℓ2 norm of each sample of a batch ``(B, ...)``, shaped to broadcast against it."""
-    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
-
-
-def project_l2_ball(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project each sample of ``v`` (``(B, ...)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
-    check_positive(eps, "eps", allow_zero=True)
-    return v * (eps / _sample_norms(v)).clamp(max=1.0)
-
-
 class ReconNet(nn.Module):
     """``f(y) = z + CNN(z)`` with ``z = W y`` reshaped to an image; ``W`` starts at ``A⁺``.
 
@@ -242,7 +232,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     with the largest ℓ2 error and that error.
     """
     delta = torch.randn(y.shape, generator=generator).to(y)
-    delta = 0.1 * eps * delta / _sample_norms(delta)
+    delta = 0.1 * eps * delta / _norms(delta)
     best = torch.full((len(y),), -1.0, dtype=y.dtype, device=y.device)
     best_delta = delta.clone()
     for step_index in range(steps + 1):
@@ -254,7 +244,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
         if step_index == steps:
             break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / _sample_norms(grad), eps)
+        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / _norms(grad), eps)
     return best_delta, best
 
 

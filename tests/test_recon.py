@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from companion.attacks import project_l2_ball
 from companion.inverse import MatrixOperator, gaussian_cs, ill_conditioned_dct_block
 from companion.recon import (PerturbationNet, ReconNet, filtered_pinv, fit_linear_analytic, minmax_objective,
-                             parseval_retraction, project_l2_ball, train_reconstruction, worst_case_error)
+                             parseval_retraction, train_reconstruction, worst_case_error)
 
 
 @pytest.fixture(scope="module")
