@@ -1,8 +1,9 @@
 """Linear forward operators ``y = A x`` of inverse problems, as torch modules.
 
-An operator maps a batch of images ``(B, C, H, W)`` (or of flat vectors ``(B, n)``) to a batch of
-measurements ``(B, m)``. Each one offers the forward map ``A``, its adjoint ``A_adjoint``, the
-pseudo-inverse ``A_dagger``, its singular values and condition number, and an adjointness check.
+All operators derive from :class:`LinearOperator` (also the base of :mod:`companion.ct`'s projectors),
+which holds the generic checks (adjointness, operator norm). A :class:`MatrixOperator` maps a batch of
+images ``(B, C, H, W)`` (or of flat vectors ``(B, n)``) to a batch of measurements ``(B, m)`` and also
+offers the pseudo-inverse ``A_dagger``, its singular values and its condition number.
 Matrices are registered as buffers, so ``.to(device)`` moves them.
 
 - :func:`gaussian_cs`: compressed sensing with i.i.d. ``N(0, 1/m)`` entries, so ``E‖Ax‖² = ‖x‖²``.
@@ -24,7 +25,43 @@ from torch import nn
 from ._validate import check_int, check_positive
 
 
-class MatrixOperator(nn.Module):
+class LinearOperator(nn.Module):
+    """Base of every forward operator: ``A`` maps ``(B, *in_shape)`` to ``(B, *out_shape)``,
+    ``A_adjoint`` back. Subclasses set ``in_shape`` and ``out_shape`` and implement both maps; the
+    generic checks (:meth:`adjointness_error`, :meth:`operator_norm`) live here once."""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+    def adjointness_error(self, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64) -> float:
+        """Relative error ``|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / (‖Ax‖ ‖y‖)`` on random inputs (0 for an exact adjoint)."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(batch, *self.in_shape, generator=gen, dtype=dtype)
+        y = torch.rand(batch, *self.out_shape, generator=gen, dtype=dtype)
+        ax, aty = self.A(x), self.A_adjoint(y)
+        lhs, rhs = float((ax * y).sum()), float((x * aty).sum())
+        return abs(lhs - rhs) / (float(ax.norm()) * float(y.norm()))
+
+    def operator_norm(self, iterations: int = 50, seed: int = 0) -> float:
+        """Largest singular value of ``A`` by the power method on ``AᵀA``."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(1, *self.in_shape, generator=gen, dtype=torch.float64)
+        for _ in range(iterations):
+            x = self.A_adjoint(self.A(x))
+            x = x / x.norm()
+        return float(self.A(x).norm())
+
+
+class MatrixOperator(LinearOperator):
     """``A x`` for a dense matrix ``A`` of shape ``(m, n)`` acting on images of shape ``in_shape``.
 
     ``in_shape`` is the shape of one input without the batch axis, e.g. ``(1, 28, 28)`` or ``(n,)``;
@@ -41,6 +78,7 @@ class MatrixOperator(nn.Module):
         if math.prod(self.in_shape) != matrix.shape[1]:
             raise ValueError(f"in_shape {self.in_shape} has {math.prod(self.in_shape)} entries, "
                              f"but the matrix has {matrix.shape[1]} columns")
+        self.out_shape = (matrix.shape[0],)
         self.register_buffer("matrix", matrix.detach().clone())
         self._svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -61,20 +99,17 @@ class MatrixOperator(nn.Module):
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Measurements ``(B, m)`` of a batch ``(B, *in_shape)``."""
-        return self._flat(x) @ self.matrix.T
+        return self._flat(x) @ self.matrix.to(x.dtype).T
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``Aᵀ y``, shaped like the inputs ``(B, *in_shape)``."""
         self._check_measurements(y)
-        return (y @ self.matrix).reshape(len(y), *self.in_shape)
+        return (y @ self.matrix.to(y.dtype)).reshape(len(y), *self.in_shape)
 
     def A_dagger(self, y: torch.Tensor) -> torch.Tensor:
         """Minimum-norm least-squares solution ``A⁺ y``, shaped like the inputs."""
         self._check_measurements(y)
         return (y @ self.pinv().T).reshape(len(y), *self.in_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.A(x)
 
     def _check_measurements(self, y: torch.Tensor) -> None:
         if y.ndim != 2 or y.shape[1] != self.m:
@@ -100,15 +135,6 @@ class MatrixOperator(nn.Module):
     def pinv(self) -> torch.Tensor:
         """The pseudo-inverse ``A⁺`` of shape ``(n, m)``."""
         return torch.linalg.pinv(self.matrix.double()).to(self.matrix.dtype)
-
-    def adjointness_error(self, generator: torch.Generator | None = None) -> float:
-        """``|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / |⟨Ax, y⟩|`` for random ``x`` and ``y`` (0 up to rounding)."""
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        x = torch.randn(1, *self.in_shape, generator=gen, dtype=self.matrix.dtype).to(self.matrix.device)
-        y = torch.randn(1, self.m, generator=gen, dtype=self.matrix.dtype).to(self.matrix.device)
-        lhs = (self.A(x) * y).sum()
-        rhs = (x * self.A_adjoint(y)).sum()
-        return float((lhs - rhs).abs() / lhs.abs())
 
     def extra_repr(self) -> str:
         return f"m={self.m}, n={self.n}, in_shape={self.in_shape}"

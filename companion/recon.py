@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_int, check_positive
 from .attacks import _norms, project_l2_ball
-from .inverse import MatrixOperator
+from .inverse import LinearOperator, MatrixOperator
 
 SCHEMES = ("plain", "weight_decay", "parseval", "minmax", "pga")
 
@@ -248,13 +248,13 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     return best_delta, best
 
 
-def worst_case_error(net: nn.Module, op: nn.Module, x: torch.Tensor, eps: float, *, steps: int = 20,
+def worst_case_error(net: nn.Module, op: LinearOperator, x: torch.Tensor, eps: float, *, steps: int = 20,
                      restarts: int = 1, generator: torch.Generator | None = None,
                      batch_size: int = 512) -> torch.Tensor:
     """``Δ_max(x; ε) = max_{‖δ‖₂≤ε} ‖f(Ax + δ) − x‖₂`` per image, by projected gradient ascent.
 
-    ``op`` is any forward operator with a method ``A`` mapping a batch to measurements ``(B, ...)`` (a
-    :class:`~companion.inverse.MatrixOperator`, a CT projector, ...); ``‖δ‖₂`` is taken per sample.
+    ``op`` is any :class:`~companion.inverse.LinearOperator` (a dense matrix, a CT projector, ...);
+    ``‖δ‖₂`` is taken per sample, whatever the shape of the measurements.
 
     Runs :func:`pga_perturbation` ``restarts`` times and returns the largest error seen over all
     iterates, restarts and the clean input (a lower bound on the true maximum). ``ε = 0`` gives the

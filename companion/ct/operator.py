@@ -15,7 +15,8 @@ import math
 import warnings
 
 import torch
-from torch import nn
+
+from ..inverse import LinearOperator
 
 
 class _SparseProduct(torch.autograd.Function):
@@ -40,15 +41,12 @@ def sparse_csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, sha
         return coo.to_sparse_csr()
 
 
-class SparseOperator(nn.Module):
+class SparseOperator(LinearOperator):
     """``y = A x`` with ``A`` a fixed sparse matrix from images ``in_shape`` to measurements ``out_shape``.
 
     Inputs may carry any leading batch dimensions: ``(..., *in_shape) -> (..., *out_shape)``.
     Subclasses build the matrix and call :meth:`_set_matrix`.
     """
-
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
 
     def _set_matrix(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:
         m, n = math.prod(self.out_shape), math.prod(self.in_shape)
@@ -90,24 +88,3 @@ class SparseOperator(nn.Module):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint (back-projection) ``(..., *out_shape) -> (..., *in_shape)``."""
         return self._apply_matrix(y, self.out_shape, self.in_shape, True, "y")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.A(x)
-
-    def adjointness_error(self, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64) -> float:
-        """Relative error ``|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / (‖Ax‖ ‖y‖)`` on random inputs (0 for an exact adjoint)."""
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(batch, *self.in_shape, generator=gen, dtype=dtype)
-        y = torch.rand(batch, *self.out_shape, generator=gen, dtype=dtype)
-        ax, aty = self.A(x), self.A_adjoint(y)
-        lhs, rhs = float((ax * y).sum()), float((x * aty).sum())
-        return abs(lhs - rhs) / (float(ax.norm()) * float(y.norm()))
-
-    def operator_norm(self, iterations: int = 50, seed: int = 0) -> float:
-        """Largest singular value of ``A`` by the power method on ``AᵀA``."""
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(1, *self.in_shape, generator=gen, dtype=torch.float64)
-        for _ in range(iterations):
-            x = self.A_adjoint(self.A(x))
-            x = x / x.norm()
-        return float(self.A(x).norm())
