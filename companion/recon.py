@@ -287,8 +287,9 @@ def worst_case_error(net: nn.Module, op: LinearOperator, x: torch.Tensor, eps: f
 class ReconHistory:
     """Per-epoch record of :func:`train_reconstruction`.
 
-    ``loss``: mean clean MSE per pixel. For the min-max scheme also ``attacker_error``: the mean ℓ2
-    error ``‖f(y + G(y)) − x‖`` that the attacker network reached during the epoch.
+    ``loss``: mean clean MSE per pixel. For the min-max and PGA schemes also ``attacker_error``: the
+    mean ℓ2 error ``‖f(y + δ) − x‖`` that the training perturbation (``G(y)`` or PGA's) reached during
+    the epoch.
     """
 
     scheme: str
