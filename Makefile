@@ -3,28 +3,34 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-TORCH  := torch==2.14.1 torchvision==0.29.1
-CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -path 'book/*/*')
+JOBS   ?= 1
+# The exact versions that passed (constraints.txt); pyproject.toml keeps lower bounds only.
+PIP    := $(BIN)/pip install --quiet -c constraints.txt
+CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -not -path 'book/appendix/*' -path 'book/*/*')
 
-.PHONY: setup book test unit regression book-check notebooks clean weights bench
+.PHONY: setup book test unit regression notebooks clean weights bench calibrate
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[book,test]"
+	$(PIP) torch torchvision
+	$(PIP) -e ".[book,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-## book: execute every chapter (profile "book") and build the HTML book into _build/html
+## book: execute every chapter with papermill (profile "book", cached in _build/book/runs, JOBS=N at once),
+## check its claims, generate the reproducibility appendix, build the HTML into _build/book/_build/html
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/python -m companion book --profile book --jobs $(JOBS)
 
-## test: unit tests, papermill regression of every chapter (profile "ci"), book build check
+## test: unit tests, papermill regression of every chapter (profile "ci"), then the same book build from those runs
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m companion stage-book _build/ci _build/ci-book
-	$(BIN)/jupyter-book build _build/ci-book -W -n --keep-going
+	$(BIN)/python -m companion book --profile ci
+
+## calibrate: re-run every chapter's ci profile over seeds, threads and CPU kernels; rewrite tests/expected
+calibrate: $(STAMP)
+	$(BIN)/python -m companion calibrate
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not chapter"

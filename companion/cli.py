@@ -1,4 +1,4 @@
-"""Command line: ``python -m companion run|check|bless|list|stage-book``."""
+"""Command line: ``python -m companion run|check|calibrate|bless|list|book|stage-book|check-html|runtimes``."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +17,15 @@ def _parse_value(text: str) -> object:
         return text
 
 
+def _report(problems: list[str]) -> int:
+    for p in problems:
+        print("FAIL", p)
+    print("all records match" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m companion", description="Run and check the book's chapters.")
+    parser = argparse.ArgumentParser(prog="python -m companion", description="Run, check and publish the book's chapters.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute one chapter with papermill and write the notebook and its records")
     run.add_argument("chapter")
@@ -26,45 +33,65 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="extra papermill parameter (VALUE read as a Python literal when possible)")
     run.add_argument("--out", default="_build/runs", help="folder for the executed notebook and records")
-    run.add_argument("--check", action="store_true", help="compare the records with tests/expected (ci profile)")
+    run.add_argument("--cell-timeout", type=int, default=None, help="seconds any one cell may take (default by profile)")
+    run.add_argument("--check", action="store_true", help="compare the records with tests/expected")
     check = sub.add_parser("check", help="compare a records file with tests/expected/<chapter>.json")
     check.add_argument("chapter")
     check.add_argument("records")
-    bless = sub.add_parser("bless", help="write a real run's values into tests/expected/<chapter>.json")
-    bless.add_argument("chapter")
-    bless.add_argument("records")
+    check.add_argument("--profile", choices=("ci", "book"), default="ci", help="book: claims only")
+    cal = sub.add_parser("calibrate", help="run the ci profile over seeds, thread counts and CPU kernels; "
+                                           "write tolerances and claim statuses from the measured spread")
+    cal.add_argument("chapters", nargs="*", help="default: every chapter")
+    cal.add_argument("--variants", nargs="*", default=None, help="subset of companion.calibration.VARIANTS")
+    bless = sub.add_parser("bless", help="rewrite tests/expected/<chapter>.json from its current calibration runs")
+    bless.add_argument("chapters", nargs="+")
     sub.add_parser("list", help="list the chapters of the table of contents")
+    book = sub.add_parser("book", help="execute every chapter (cached), check its claims, build the HTML book")
+    book.add_argument("--profile", choices=("ci", "book"), default="book")
+    book.add_argument("--jobs", type=int, default=1, help="chapters run at once (torch threads split between them)")
+    book.add_argument("--out", default=None, help="build folder (default _build/<profile>)")
     stage = sub.add_parser("stage-book", help="copy the book with executed notebooks in place of the sources")
     stage.add_argument("executed_dir")
     stage.add_argument("dest")
+    html = sub.add_parser("check-html", help="check a built HTML book: tables, local math, no injected cells")
+    html.add_argument("html_dir")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for name, path in regression.chapters().items():
             print(f"{name}\t{path}")
         return 0
-    if args.command == "stage-book":
-        print(regression.stage_book(args.executed_dir, args.dest))
+    if args.command == "calibrate":
+        from . import calibration
+
+        calibration.calibrate(args.chapters or sorted(regression.chapters()), args.variants)
         return 0
+    if args.command == "bless":
+        from . import calibration
+
+        for name in args.chapters:
+            print(f"wrote {calibration.bless(name)}")
+        return 0
+    if args.command in ("book", "stage-book", "check-html"):
+        from . import bookbuild
+
+        if args.command == "book":
+            return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None)
+        if args.command == "stage-book":
+            print(bookbuild.stage(Path(args.executed_dir), Path(args.dest)))
+            return 0
+        return _report(bookbuild.check_html(Path(args.html_dir)))
     if args.command == "run":
         params = {k: _parse_value(v) for k, v in args.param}
-        result = regression.run_chapter(args.chapter, args.profile, args.out, params)
+        result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout)
         print(f"{args.chapter} ({args.profile}): {result.seconds:.1f} s -> {result.notebook}")
         for k, v in sorted(result.records.items()):
             print(f"  {k} = {v:.4g}")
         if not args.check:
             return 0
-        records = result.records
-    else:
-        records = json.loads(Path(args.records).read_text())
-    if args.command == "bless":
-        print(f"wrote {regression.bless(args.chapter, records)}")
-        return 0
-    problems = regression.check_records(args.chapter, records)
-    for p in problems:
-        print("FAIL", p)
-    print("all records match" if not problems else f"{len(problems)} problem(s)")
-    return 1 if problems else 0
+        return _report(regression.check_chapter(args.chapter, result.records, "ci" if args.profile == "ci" else "book"))
+    records = json.loads(Path(args.records).read_text())
+    return _report(regression.check_chapter(args.chapter, records, args.profile))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,16 @@
-"""Run chapters with papermill and check their records against ``tests/expected/<chapter>.json``.
+"""Run the book's chapters with papermill: the one execution path of the tests, the calibration and ``make book``.
 
-An expected file holds
-
-* ``metrics``: for each record name either ``{"value": v, "tol": t}`` (|recorded - v| <= t) or
-  bounds ``{"min": a, "max": b}`` (either may be left out);
-* ``claims``: the paper's claims as inequalities between records, e.g.
-  ``"acc_pgd@0.1 <= acc_fgsm@0.1"``, ``"acc_defended >= acc_undefended + 0.2"`` or a chain
-  ``"acc@0.3 <= acc@0.2 <= acc@0.1"``; each with a ``why`` that names the source of the claim.
-
-Values come from real runs (``python -m companion bless``); tolerances and claims are written by
-hand and never loosened to make a run pass.
+Chapters are exactly the files of ``_toc.yml`` minus the pages listed in :data:`NON_CHAPTERS`. Each run
+executes in a fresh kernel with ``COMPANION_BATCH=1`` (so that no interactive widget is built, see
+:func:`companion.viz.live_kernel`) and a per-cell timeout; a cell that fails or times out raises
+:class:`ChapterRunError` naming the chapter and the cell. Records and expected values: :mod:`companion.expected`.
 """
 from __future__ import annotations
 
 import json
-import operator
-import re
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +18,20 @@ from typing import Any
 
 import yaml
 
+from . import expected as _expected
 from ._validate import check_choice
 
 PROFILES = ("ci", "book", "full")
-_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-_SPLIT = re.compile(r"\s+(<=|>=|<|>)\s+")
-_TERM = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.@]*|-?[0-9.]+(?:e-?[0-9]+)?)\s*(?:([+-])\s*([0-9.]+(?:e-?[0-9]+)?))?\s*$")
-NON_CHAPTERS = ("intro", "appendix", "scorecard", "api", "reproduc")
+# Pages of _toc.yml that are not chapters (no parameters cell, no records), by their exact toc path.
+NON_CHAPTERS = frozenset({"book/intro", "book/appendix/reproducibility"})
+# The harness's own modules: they run, check and publish chapters but compute nothing a chapter records,
+# so editing them does not invalidate cached runs or calibration runs.
+HARNESS = frozenset({"__main__.py", "cli.py", "regression.py", "calibration.py", "expected.py", "bookbuild.py"})
+CELL_TIMEOUT_S = {"ci": 240, "book": 900, "full": 6 * 3600}
+
+
+class ChapterRunError(RuntimeError):
+    """A chapter's cell raised, timed out or killed the kernel."""
 
 
 def repo_root() -> Path:
@@ -40,11 +42,10 @@ def repo_root() -> Path:
     raise FileNotFoundError("no _toc.yml found next to the companion package or in the working directory")
 
 
-def chapters(root: Path | None = None) -> dict[str, Path]:
-    """Chapter name -> MyST source, for every chapter listed in ``_toc.yml`` (intro/appendix excluded)."""
-    root = root or repo_root()
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = []
+def toc_files(root: Path | None = None) -> list[str]:
+    """Every ``file`` entry of ``_toc.yml`` (the root page first), in order."""
+    toc = yaml.safe_load(((root or repo_root()) / "_toc.yml").read_text())
+    files: list[str] = [toc["root"]]
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -56,12 +57,20 @@ def chapters(root: Path | None = None) -> dict[str, Path]:
             for v in node:
                 walk(v)
 
-    walk(toc)
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return files
+
+
+def chapters(root: Path | None = None) -> dict[str, Path]:
+    """Chapter name -> MyST source, for every page of ``_toc.yml`` not listed in :data:`NON_CHAPTERS`."""
+    root = root or repo_root()
     out = {}
-    for f in files:
-        name = Path(f).name
-        if any(tag in name for tag in NON_CHAPTERS):
+    for f in toc_files(root):
+        if f in NON_CHAPTERS:
             continue
+        name = Path(f).name
+        if name in out:
+            raise ValueError(f"two chapters of _toc.yml are named {name!r}")
         out[name] = root / (f + ".md")
     return out
 
@@ -75,135 +84,123 @@ class Run:
     seconds: float
 
 
-def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/runs", params: dict[str, Any] | None = None,
-                timeout: int = 1200) -> Run:
-    """Execute chapter ``name`` with papermill in ``profile``; write ``<out>/<name>.ipynb`` and ``<name>.json``."""
+def execute(source: Path, executed: Path, parameters: dict[str, Any], *, cell_timeout: int, label: str) -> float:
+    """Execute MyST/ipynb ``source`` into ``executed`` with papermill in batch mode; return the seconds taken."""
     import jupytext
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
+    raw = executed.with_suffix(".input.ipynb")
+    jupytext.write(jupytext.read(source), raw)
+    previous = os.environ.get("COMPANION_BATCH")
+    os.environ["COMPANION_BATCH"] = "1"   # inherited by the kernel: no widgets, nothing waits for a reader
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(raw), str(executed), parameters=parameters, cwd=str(source.parent),
+                                   kernel_name="python3", progress_bar=False, execution_timeout=cell_timeout)
+    except PapermillExecutionError as err:
+        raise ChapterRunError(f"{label}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
+                              f"(executed notebook: {executed})") from None
+    except Exception as err:  # nbclient's CellTimeoutError, DeadKernelError...
+        cell = _failed_cell(raw, str(err))
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ChapterRunError(f"{label}: {type(err).__name__} in cell {cell}: {first} (per-cell timeout "
+                              f"{cell_timeout} s; executed notebook: {executed})") from None
+    finally:
+        if previous is None:
+            os.environ.pop("COMPANION_BATCH", None)
+        else:
+            os.environ["COMPANION_BATCH"] = previous
+        raw.unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+def _failed_cell(notebook: Path, message: str) -> str:
+    """Index and first line of the code cell whose source nbclient quotes in ``message`` ("?" if none)."""
+    try:
+        cells = json.loads(notebook.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"]).strip()
+        if cell["cell_type"] == "code" and source and source[:300] in message:
+            return f"{i} ({source.splitlines()[0][:60]!r})"
+    return "?"
+
+
+def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/runs", params: dict[str, Any] | None = None,
+                cell_timeout: int | None = None) -> Run:
+    """Execute chapter ``name`` in ``profile``; write ``<out>/<name>.ipynb``, ``<name>.json`` (records), ``<name>.meta.json``."""
     check_choice(profile, "profile", PROFILES)
     known = chapters()
     if name not in known:
         raise ValueError(f"unknown chapter {name!r}; the table of contents lists {', '.join(sorted(known)) or 'none'}")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    source = known[name]
-    raw = out / f"{name}.input.ipynb"
-    jupytext.write(jupytext.read(source), raw)
     records_path = out / f"{name}.json"
     records_path.unlink(missing_ok=True)
     executed = out / f"{name}.ipynb"
     parameters = {"profile": profile, "records_path": str(records_path), **(params or {})}
-    start = time.perf_counter()
-    papermill.execute_notebook(str(raw), str(executed), parameters=parameters, cwd=str(source.parent),
-                               kernel_name="python3", progress_bar=False, execution_timeout=timeout)
-    seconds = time.perf_counter() - start
-    raw.unlink()
+    timeout = cell_timeout or CELL_TIMEOUT_S[profile]
+    seconds = execute(known[name], executed, parameters, cell_timeout=timeout, label=f"chapter {name} ({profile})")
     records = json.loads(records_path.read_text()) if records_path.exists() else {}
+    meta = {"chapter": name, "profile": profile, "key": source_key(name, profile, params), "seconds": round(seconds, 1),
+            "params": params or {},
+            "threads": os.environ.get("COMPANION_THREADS"), "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY")}
+    (out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return Run(executed, records, seconds)
 
 
-def expected_path(name: str, root: Path | None = None) -> Path:
-    return (root or repo_root()) / "tests" / "expected" / f"{name}.json"
+def run_in_subprocess(name: str, profile: str, out_dir: Path, *, params: dict[str, Any] | None = None,
+                      env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Start ``python -m companion run`` for one chapter in its own process (own environment, e.g. thread count)."""
+    cmd = [sys.executable, "-m", "companion", "run", name, "--profile", profile, "--out", str(out_dir)]
+    for key, value in (params or {}).items():
+        cmd += ["-p", key, repr(value)]
+    stream = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  # closed by the child's exit
+    return subprocess.Popen(cmd, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=stream,
+                            stderr=subprocess.STDOUT)
 
 
-def _term(text: str, records: dict[str, float]) -> float:
-    head, sign, offset = _TERM.match(text).groups()  # type: ignore[union-attr]  # checked by evaluate_claim
-    if head[0].isalpha():
-        if head not in records:
-            raise KeyError(head)
-        value = records[head]
-    else:
-        value = float(head)
-    if sign:
-        value = value + float(offset) if sign == "+" else value - float(offset)
-    return value
+def check_chapter(name: str, records: dict[str, float], profile: str = "ci", root: Path | None = None) -> list[str]:
+    """Problems of ``records`` against the chapter's expected file: values and claims (ci), claims only (book)."""
+    spec = _expected.load(name, root or repo_root())
+    return _expected.check_records(name, records, spec, values=profile == "ci")
 
 
-def evaluate_claim(claim: str, records: dict[str, float]) -> tuple[bool, str]:
-    """Evaluate ``"a <= b + 0.1"`` (chains allowed) on records; return (holds, explanation)."""
-    parts = _SPLIT.split(claim.strip())
-    if len(parts) < 3 or len(parts) % 2 == 0:
-        raise ValueError(f"claim {claim!r} must read 'term OP term [OP term ...]' with OP one of <=, >=, <, >")
-    for term in parts[0::2]:
-        if not _TERM.match(term):
-            raise ValueError(f"cannot read term {term!r} of claim {claim!r}; write 'name', 'number' or 'name + number'")
+def environment_summary() -> dict[str, str]:
+    """What a result depends on besides the sources: Python, torch, the CPU and the pinned constraints."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
     try:
-        values = [_term(p, records) for p in parts[0::2]]
-    except KeyError as missing:
-        return False, f"record {missing} is missing"
-    ok = all(_OPS[op](a, b) for a, op, b in zip(values, parts[1::2], values[1:]))
-    shown = " ".join(f"{p}" if i % 2 else f"{p}[{values[i // 2]:.4g}]" for i, p in enumerate(parts))
-    return ok, shown
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": str(os.cpu_count())}
 
 
-def check_records(name: str, records: dict[str, float], expected: dict[str, Any] | None = None) -> list[str]:
-    """All differences between ``records`` and the expected file of chapter ``name`` (empty list: pass)."""
-    expected = expected if expected is not None else json.loads(expected_path(name).read_text())
-    problems = []
-    default_tol = expected.get("default_tol")
-    for key, spec in expected.get("metrics", {}).items():
-        if key not in records:
-            problems.append(f"metric {key}: expected but not recorded")
-            continue
-        got = records[key]
-        if "value" in spec:
-            tol = spec.get("tol", default_tol)
-            if tol is None:
-                problems.append(f"metric {key}: no tolerance set in the expected file")
-            elif abs(got - spec["value"]) > tol:
-                problems.append(f"metric {key}: got {got:.4g}, expected {spec['value']:.4g} ± {tol:g}")
-        if "min" in spec and got < spec["min"]:
-            problems.append(f"metric {key}: got {got:.4g}, below the minimum {spec['min']:g}")
-        if "max" in spec and got > spec["max"]:
-            problems.append(f"metric {key}: got {got:.4g}, above the maximum {spec['max']:g}")
-    for key in sorted(set(records) - set(expected.get("metrics", {}))):
-        problems.append(f"metric {key}: recorded ({records[key]:.4g}) but not in the expected file; add it with `python -m companion bless {name}`")
-    for item in expected.get("claims", []):
-        ok, shown = evaluate_claim(item["claim"], records)
-        if not ok:
-            problems.append(f"claim failed: {shown}  ({item.get('why', 'no reason given')})")
-    return problems
+def source_key(name: str, profile: str, params: dict[str, Any] | None = None, root: Path | None = None) -> str:
+    """A hash of everything a chapter's run depends on that lives in the repository.
 
-
-def bless(name: str, records: dict[str, float], root: Path | None = None) -> Path:
-    """Write the values of a real run into the expected file, keeping tolerances, bounds and claims."""
-    path = expected_path(name, root)
-    expected = json.loads(path.read_text()) if path.exists() else {"chapter": name, "profile": "ci", "default_tol": None,
-                                                                  "metrics": {}, "claims": []}
-    for key, value in records.items():
-        spec = expected["metrics"].setdefault(key, {})
-        if "min" not in spec and "max" not in spec:
-            spec["value"] = round(value, 6)
-    expected["metrics"] = dict(sorted(expected["metrics"].items()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(expected, indent=2) + "\n")
-    return path
-
-
-def stage_book(executed_dir: str | Path, dest: str | Path, root: Path | None = None) -> Path:
-    """Copy the book to ``dest`` with each chapter's MyST source replaced by its executed notebook.
-
-    Building that copy with execution off checks the book (warnings as errors) without running
-    any chapter a second time.
+    The chapter's source, every file of the companion package (code and shipped weights) except the harness
+    (:data:`HARNESS`), the profile, the parameters and the pinned constraints; editing any of them changes the key.
     """
-    import shutil
+    import hashlib
 
     root = root or repo_root()
-    dest = Path(dest).resolve()
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(root / "book", dest / "book")
-    for f in ("_config.yml", "_toc.yml"):
-        shutil.copy(root / f, dest / f)
-    config = yaml.safe_load((dest / "_config.yml").read_text())
-    config.setdefault("execute", {})["execute_notebooks"] = "off"
-    (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    for name, source in chapters(root).items():
-        executed = Path(executed_dir) / f"{name}.ipynb"
-        if not executed.exists():
-            raise FileNotFoundError(f"chapter {name} has no executed notebook in {executed_dir}; run the regression tests first")
-        target = dest / source.relative_to(root)
-        target.unlink()
-        shutil.copy(executed, target.with_suffix(".ipynb"))
-    return dest
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"chapter": name, "profile": profile, "params": params or {}}, sort_keys=True).encode())
+    files = [chapters(root)[name], root / "constraints.txt"]
+    files += sorted(p for p in (root / "companion").rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts and p.name not in HARNESS)
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(file.read_bytes() if file.exists() else b"")
+    return digest.hexdigest()[:16]

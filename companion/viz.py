@@ -48,3 +48,25 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]):
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))
+
+
+def live_kernel() -> bool:
+    """True when a person is at the notebook: a Jupyter kernel whose front end accepts input.
+
+    False under papermill, ``make book``/``make test`` (which set ``COMPANION_BATCH=1``), nbclient and plain
+    Python. Chapters build their interactive widgets only when this is true: an ``interact`` callback that
+    computes for seconds while nbclient waits for the cell's reply can hang a batch run for good (nbclient
+    issue 312), and the rendered page shows the static figure anyway. Set ``COMPANION_BATCH=1`` when you run
+    the notebooks with your own papermill.
+    """
+    import os
+
+    if os.environ.get("COMPANION_BATCH"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    # a front end with a reader sends execute requests with allow_stdin=True; nbclient/papermill send False
+    return kernel is not None and bool(getattr(kernel, "_allow_stdin", True))

@@ -1,0 +1,267 @@
+"""``make book`` and the book check of ``make test``: execute (cached), check the claims, stage, build, verify.
+
+1. Every chapter runs with the one papermill runner (:func:`companion.regression.run_chapter`) in its own
+   process. An executed notebook is reused while its key (:func:`companion.regression.source_key`: the
+   chapter, the companion's sources, the profile, the parameters, the pinned constraints) is unchanged.
+2. Its records are checked against the claims' statuses (and, in the ``ci`` profile, the calibrated values);
+   a broken "reproduced" claim fails the build.
+3. The book is staged with the executed notebooks in place of the sources, the reproducibility appendix is
+   generated from this build's records, and Jupyter Book renders it with execution off.
+4. :func:`check_html` verifies the pages: tables are HTML tables, the math script is local, no injected
+   parameters cell or build path shows.
+"""
+from __future__ import annotations
+
+import datetime
+import html as _html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import expected as _expected
+from .regression import CELL_TIMEOUT_S, chapters, environment_summary, repo_root, run_in_subprocess, source_key
+
+APPENDIX = "book/appendix/reproducibility"
+BUDGET_S = {"ci": 90, "book": 300}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _meta(runs: Path, name: str) -> dict:
+    path = runs / f"{name}.meta.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def is_current(runs: Path, name: str, profile: str) -> bool:
+    """Whether ``runs`` holds an executed notebook of ``name`` made from today's sources."""
+    meta = _meta(runs, name)
+    return (meta.get("key") == source_key(name, profile, meta.get("params") or {}) and
+            (runs / f"{name}.ipynb").exists() and (runs / f"{name}.json").exists())
+
+
+def execute_all(profile: str, runs: Path, jobs: int = 1, log=print) -> None:
+    """Run every chapter whose executed notebook is not current, ``jobs`` at a time."""
+    names = list(chapters())
+    todo = [n for n in names if not is_current(runs, n, profile)]
+    for n in names:
+        if n not in todo:
+            log(f"{n}: cached ({_meta(runs, n).get('seconds', '?')} s when it ran)")
+    threads = max(1, _cores() // max(1, jobs))
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    failed = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name = todo.pop(0)
+            log(f"{name}: running ({profile}, {threads} thread(s), cell timeout {CELL_TIMEOUT_S[profile]} s)")
+            running[name] = (run_in_subprocess(name, profile, runs, env={"COMPANION_THREADS": str(threads)},
+                                               log=runs / f"{name}.log"), time.perf_counter())
+        time.sleep(0.5)
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode:
+                failed.append(name)
+                tail = (runs / f"{name}.log").read_text().strip().splitlines()[-3:]
+                log(f"{name}: FAILED after {time.perf_counter() - start:.0f} s\n    " + "\n    ".join(tail))
+            else:
+                log(f"{name}: done in {time.perf_counter() - start:.0f} s")
+    if failed:
+        raise RuntimeError(f"chapters failed to run: {', '.join(failed)} (logs in {runs})")
+
+
+def check_all(profile: str, runs: Path) -> dict[str, list[str]]:
+    """Problems per chapter: claims against their statuses (all profiles), calibrated values (``ci``)."""
+    root = repo_root()
+    return {n: _expected.check_records(n, json.loads((runs / f"{n}.json").read_text()), _expected.load(n, root),
+                                       values=profile == "ci") for n in chapters()}
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write only when the bytes differ, so that Sphinx rebuilds only the pages that changed."""
+    if not path.exists() or path.read_bytes() != data:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _hide_injected_parameters(notebook: bytes) -> bytes:
+    nb = json.loads(notebook)
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def mathjax_dir() -> Path:
+    """MathJax 3 shipped by the ``django-static-mathjax`` wheel (a book built offline reads offline)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("MathJax is not installed; `pip install django-static-mathjax` (book extra)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "static" / "mathjax" / "es5"
+    if not (path / "tex-chtml.js").exists():
+        raise FileNotFoundError(f"no tex-chtml.js in {path}")
+    return path
+
+
+def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
+    """A copy of the book at ``dest`` with each chapter's executed notebook in place of its MyST source.
+
+    Only changed files are written. The config turns execution off and points MathJax at a local copy;
+    papermill's injected parameters cell is hidden; ``appendix`` (Markdown) replaces the appendix page.
+    """
+    root = repo_root()
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted: set[Path] = set()
+    executed = {src.relative_to(root).with_suffix(""): name for name, src in chapters(root).items()}
+    for src in sorted((root / "book").rglob("*")):
+        if not src.is_file() or "_build" in src.parts or src.suffix == ".ipynb":
+            continue
+        rel = src.relative_to(root)
+        if rel.suffix == ".md" and rel.with_suffix("") in executed:
+            name = executed[rel.with_suffix("")]
+            notebook = runs / f"{name}.ipynb"
+            if not notebook.exists():
+                raise FileNotFoundError(f"chapter {name} has no executed notebook in {runs}")
+            target = dest / rel.with_suffix(".ipynb")
+            _write_if_changed(target, _hide_injected_parameters(notebook.read_bytes()))
+        elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
+            target = dest / rel
+            _write_if_changed(target, appendix.encode())
+        else:
+            target = dest / rel
+            _write_if_changed(target, src.read_bytes())
+        wanted.add(target)
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    config.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = "mathjax/tex-chtml.js"
+    for name, text in (("_config.yml", yaml.safe_dump(config, sort_keys=False)), ("_toc.yml", (root / "_toc.yml").read_text())):
+        _write_if_changed(dest / name, text.encode())
+        wanted.add(dest / name)
+    mathjax = mathjax_dir()
+    for sub in ("tex-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions", "ui", "a11y", "adaptors", "sre"):
+        src = mathjax / sub
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()) if src.exists() else []
+        for f in files:
+            target = dest / "_static" / "mathjax" / f.relative_to(mathjax)
+            _write_if_changed(target, f.read_bytes())
+            wanted.add(target)
+    for stale in [p for p in (dest / "book").rglob("*") if p.is_file() and p not in wanted]:
+        stale.unlink()
+    return dest
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def appendix_page(profile: str, runs: dict[str, Path], env: dict[str, str], threads: int) -> str:
+    """The reproducibility appendix: environment, run times, every claim with the paper's number and ours.
+
+    ``runs`` maps a profile to the folder of its executed chapters; ``profile`` is the one this build shows.
+    """
+    root = repo_root()
+    names = list(chapters(root))
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Reproducibility: every claim, every run", "",
+        f"This page is generated by `python -m companion book --profile {profile}` from the records of the build "
+        f"that produced this book ({when}); it is never edited by hand. Each chapter's claims are checked against "
+        "their status on every build, and a \"reproduced\" claim that breaks fails the build.", "",
+        "A claim's **status** comes from calibration (`python -m companion calibrate`): the chapter's `ci` profile is "
+        "run with three seeds, with 1 and 2 threads and with the AVX2 instead of the AVX-512 CPU kernels. "
+        "*Reproduced*: the claim held in every run (it is asserted); *not reproduced*: it held in none (its failure "
+        "is asserted, so that the text saying so cannot go stale); *mixed*: it held in some (reported, not asserted). "
+        "The margin is the smallest slack seen over the calibration runs, in the units of the records.", "",
+        "## Environment", "",
+        "| Python | torch | CPU | CPU kernels | cores | threads per chapter |", "| --- | --- | --- | --- | --- | --- |",
+        f"| {env['python']} | {env['torch']} | {_cell(env['cpu'])} | {env['cpu_capability']} | {env['cores']} | {threads} |", "",
+        "## Run times", "",
+        f"Wall time of each chapter's papermill run, kernel start included. Budgets: `ci` ≤ {BUDGET_S['ci']} s, "
+        f"`book` ≤ {BUDGET_S['book']} s. A dash: the profile was not run in this build.", "",
+        "| chapter | `ci` (s) | `book` (s) |", "| --- | --- | --- |",
+    ]
+    for n in names:
+        times = [_meta(runs[p], n).get("seconds", "–") if p in runs else "–" for p in ("ci", "book")]
+        lines.append(f"| {n} | {times[0]} | {times[1]} |")
+    lines += ["", "## Claims", "",
+              f"*Ours* shows the claim with the values of this build's `{profile}` run filled in.", ""]
+    for n in names:
+        spec = _expected.load(n, root)
+        records = json.loads((runs[profile] / f"{n}.json").read_text())
+        counts = {s: sum(c["status"] == s for c in spec["claims"]) for s in _expected.STATUSES}
+        lines += [f"### {n}", "", ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".", "",
+                  "| claim | paper | ours | calibration | status |", "| --- | --- | --- | --- | --- |"]
+        for c in spec["claims"]:
+            holds, shown, _ = _expected.evaluate_claim(c["claim"], records)
+            lines.append(f"| `{_cell(c['claim'])}` | {_cell(c.get('paper', c['why']))} | {_cell(shown)} "
+                         f"({'holds' if holds else 'fails'}) | {c['runs']}, margin {c['margin']:.3g} | {c['status']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def check_html(html_dir: Path) -> list[str]:
+    """Problems of a built book: Markdown tables left as text, math from a CDN, injected parameters or build paths shown."""
+    problems = []
+    build_path = str(repo_root())
+    pages = sorted(html_dir.rglob("*.html"))
+    if not pages:
+        return [f"no HTML pages in {html_dir}"]
+    for page in pages:
+        if "_static" in page.parts or page.name in ("search.html", "genindex.html"):
+            continue
+        text = page.read_text(errors="replace")
+        rel = page.relative_to(html_dir)
+        if re.search(r"<p>\|[^<]*\|\s*(---|:-)", text):
+            problems.append(f"{rel}: a Markdown table is shown as a paragraph of pipes, not as a table")
+        for src in re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', text, flags=re.I):
+            if src.startswith(("http:", "https:", "//")):
+                problems.append(f"{rel}: MathJax is loaded from {src}; the book must read offline")
+            elif not (page.parent / src.split("?")[0]).exists():
+                problems.append(f"{rel}: the MathJax script {src} is missing")
+        if "injected-parameters" in text or "Parameters injected by papermill" in text:
+            problems.append(f"{rel}: shows papermill's injected parameters cell")
+        if build_path in _html.unescape(text):
+            problems.append(f"{rel}: shows the build machine's path {build_path}")
+    index = html_dir / "index.html"
+    if index.exists() and "mathjax" not in index.read_text().lower():
+        problems.append("index.html loads no MathJax at all")
+    return problems
+
+
+def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, log=print) -> int:
+    """Execute (cached), check, stage and build the book in ``profile``; 0 when everything holds."""
+    root = repo_root()
+    out = (out or root / "_build" / profile).resolve()
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    execute_all(profile, runs, jobs=jobs, log=log)
+    problems = {n: p for n, p in check_all(profile, runs).items() if p}
+    for n, ps in problems.items():
+        log(f"{n}: {len(ps)} problem(s)\n    " + "\n    ".join(ps))
+    other = "book" if profile == "ci" else "ci"
+    all_runs = {profile: runs, **({other: root / "_build" / other / "runs"} if (root / "_build" / other / "runs").exists() else {})}
+    threads = max(1, _cores() // max(1, jobs))
+    page = appendix_page(profile, all_runs, environment_summary(), threads)
+    (out / "runtimes.json").write_text(json.dumps({n: _meta(runs, n).get("seconds") for n in chapters()}, indent=1) + "\n")
+    src = stage(runs, out / "src", appendix=page)
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    built = subprocess.run(cmd, cwd=root)
+    html_dir = out / "_build" / "html"
+    html_problems = check_html(html_dir) if built.returncode == 0 else ["jupyter-book build failed (see above)"]
+    for p in html_problems:
+        log(f"HTML: {p}")
+    log(f"book ({profile}) built in {time.perf_counter() - start:.0f} s: {html_dir / 'index.html'}")
+    return 1 if problems or html_problems else 0
