@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("dest")
     html = sub.add_parser("check-html", help="check a built HTML book: tables, local math, no injected cells")
     html.add_argument("html_dir")
+    times = sub.add_parser("runtimes", help="the README's runtime table from the last ci and book builds")
+    times.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -72,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.chapters:
             print(f"wrote {calibration.bless(name)}")
         return 0
-    if args.command in ("book", "stage-book", "check-html"):
+    if args.command in ("book", "stage-book", "check-html", "runtimes"):
         from . import bookbuild
 
+        if args.command == "runtimes":
+            print(bookbuild.write_readme_runtimes() if args.write_readme else bookbuild.runtime_table())
+            return 0
         if args.command == "book":
             return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None)
         if args.command == "stage-book":

@@ -1,0 +1,60 @@
+"""The book build: cache keys, staging, the HTML checks, the README runtime table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from companion import bookbuild
+from companion.regression import chapters, repo_root, source_key
+
+
+def _page(tmp_path: Path, body: str, name: str = "chapter.html") -> Path:
+    (tmp_path / "_static" / "mathjax").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("//")
+    (tmp_path / "index.html").write_text('<script defer="defer" src="_static/mathjax/tex-chtml.js"></script>')
+    (tmp_path / name).write_text(f"<html><body>{body}</body></html>")
+    return tmp_path
+
+
+def test_html_check_passes_a_clean_page(tmp_path) -> None:
+    html = _page(tmp_path, '<table><tr><td>1</td></tr></table><script src="_static/mathjax/tex-chtml.js"></script>')
+    assert bookbuild.check_html(html) == []
+
+
+def test_html_check_catches_each_rendering_defect(tmp_path) -> None:
+    html = _page(tmp_path, "<p>| a | b |\n| --- | --- |\n| 1 | 2 |</p>"
+                           '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
+                           '<div class="cell tag_injected-parameters">records_path = "' + str(repo_root()) + '/x.json"</div>')
+    problems = "\n".join(bookbuild.check_html(html))
+    assert "paragraph of pipes" in problems
+    assert "MathJax is loaded from https" in problems
+    assert "injected parameters" in problems
+    assert "build machine's path" in problems
+
+
+def test_injected_parameters_cell_is_removed_from_the_page() -> None:
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "x = 1"},
+                    {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 0"}]}
+    out = json.loads(bookbuild._hide_injected_parameters(json.dumps(nb).encode()))
+    assert out["cells"][0]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert out["cells"][1]["metadata"]["tags"] == ["parameters"]
+
+
+def test_cache_key_follows_the_sources_but_not_the_harness(tmp_path, monkeypatch) -> None:
+    name = next(iter(chapters()))
+    key = source_key(name, "book")
+    assert key == source_key(name, "book") != source_key(name, "ci")
+    assert key != source_key(name, "book", {"seed": 1})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert not bookbuild.is_current(runs, name, "book")
+    for suffix in (".ipynb", ".json"):
+        (runs / f"{name}{suffix}").write_text("{}")
+    (runs / f"{name}.meta.json").write_text(json.dumps({"key": key, "params": {}}))
+    assert bookbuild.is_current(runs, name, "book")
+    (runs / f"{name}.meta.json").write_text(json.dumps({"key": "0" * 16, "params": {}}))
+    assert not bookbuild.is_current(runs, name, "book")
+
+
+def test_mathjax_is_bundled() -> None:
+    assert (bookbuild.mathjax_dir() / "tex-chtml.js").stat().st_size > 100_000
