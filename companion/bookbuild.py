@@ -145,7 +145,10 @@ def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
         wanted.add(target)
     config = yaml.safe_load((root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"
-    config.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = "mathjax/tex-chtml.js"
+    sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
+    # outside _static: Jupyter Book would add every .js file of _static to every page
+    sphinx["html_extra_path"] = ["_extra"]
+    sphinx["mathjax_path"] = "../mathjax/tex-chtml.js"   # relative to _static
     for name, text in (("_config.yml", yaml.safe_dump(config, sort_keys=False)), ("_toc.yml", (root / "_toc.yml").read_text())):
         _write_if_changed(dest / name, text.encode())
         wanted.add(dest / name)
@@ -154,12 +157,20 @@ def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
         src = mathjax / sub
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()) if src.exists() else []
         for f in files:
-            target = dest / "_static" / "mathjax" / f.relative_to(mathjax)
+            target = dest / "_extra" / "mathjax" / f.relative_to(mathjax)
             _write_if_changed(target, f.read_bytes())
             wanted.add(target)
     for stale in [p for p in (dest / "book").rglob("*") if p.is_file() and p not in wanted]:
         stale.unlink()
     return dest
+
+
+def _filled(claim: str, records: dict[str, float]) -> str:
+    """``claim`` with each record name replaced by its value (``"0.37 <= 0.54"``)."""
+    for name in sorted(_expected.claim_names(claim), key=len, reverse=True):
+        if name in records:
+            claim = re.sub(rf"(?<![A-Za-z0-9_.@]){re.escape(name)}(?![A-Za-z0-9_.@])", f"{records[name]:.4g}", claim)
+    return claim
 
 
 def _cell(text: object) -> str:
@@ -204,8 +215,8 @@ def appendix_page(profile: str, runs: dict[str, Path], env: dict[str, str], thre
         lines += [f"### {n}", "", ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".", "",
                   "| claim | paper | ours | calibration | status |", "| --- | --- | --- | --- | --- |"]
         for c in spec["claims"]:
-            holds, shown, _ = _expected.evaluate_claim(c["claim"], records)
-            lines.append(f"| `{_cell(c['claim'])}` | {_cell(c.get('paper', c['why']))} | {_cell(shown)} "
+            holds = _expected.evaluate_claim(c["claim"], records)[0]
+            lines.append(f"| `{_cell(c['claim'])}` | {_cell(c.get('paper', c['why']))} | {_cell(_filled(c['claim'], records))} "
                          f"({'holds' if holds else 'fails'}) | {c['runs']}, margin {c['margin']:.3g} | {c['status']} |")
         lines.append("")
     return "\n".join(lines)
@@ -234,9 +245,8 @@ def check_html(html_dir: Path) -> list[str]:
             problems.append(f"{rel}: shows papermill's injected parameters cell")
         if build_path in _html.unescape(text):
             problems.append(f"{rel}: shows the build machine's path {build_path}")
-    index = html_dir / "index.html"
-    if index.exists() and "mathjax" not in index.read_text().lower():
-        problems.append("index.html loads no MathJax at all")
+    if not any("mathjax" in p.read_text(errors="replace").lower() for p in pages if "_static" not in p.parts):
+        problems.append("no page loads MathJax")
     return problems
 
 

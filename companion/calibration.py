@@ -73,7 +73,7 @@ def bless(name: str) -> Path:
     spec = _expected.load(name, root, calibrated=False)
     new = _expected.calibrate(spec, runs)
     path = _expected.path(name, root)
-    path.write_text(json.dumps(new, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(_expected.dumps(new))
     return path
 
 

@@ -254,3 +254,23 @@ def calibrate(expected: dict[str, Any], runs: dict[str, dict[str, float]]) -> di
         item["margin"] = round(min(m for _, _, m in outcomes), 6)
     new["calibration"] = {"runs": sorted(runs), "tolerance": f"max(floor, {TOLERANCE_PER_RANGE} x range of the runs)"}
     return validate(new)
+
+
+def dumps(expected: dict[str, Any]) -> str:
+    """The expected file as JSON, one line per metric and per claim field, so that diffs stay readable."""
+    def one(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    lines = ["{"]
+    items = list(expected.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        if key == "metrics":
+            body = [f'    {one(k)}: {json.dumps(v, ensure_ascii=False, separators=(", ", ": "))}' for k, v in value.items()]
+            lines.append(f'  "metrics": {{\n' + ",\n".join(body) + f"\n  }}{comma}")
+        elif key == "claims":
+            claims = ["    {\n" + ",\n".join(f"      {one(k)}: {one(v)}" for k, v in c.items()) + "\n    }" for c in value]
+            lines.append('  "claims": [\n' + ",\n".join(claims) + f"\n  ]{comma}")
+        else:
+            lines.append(f"  {one(key)}: {json.dumps(value, ensure_ascii=False, separators=(', ', ': '))}{comma}")
+    return "\n".join(lines) + "\n}\n"
