@@ -94,11 +94,15 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def _hide_injected_parameters(notebook: bytes) -> bytes:
+    """Hide papermill's injected cell on the page and drop the build machine's records path from the download."""
     nb = json.loads(notebook)
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
+        if "injected-parameters" in tags:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = re.sub(r"(?m)^records_path = .*$", "records_path = None", source)
     return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
 
 

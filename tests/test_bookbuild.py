@@ -33,10 +33,12 @@ def test_html_check_catches_each_rendering_defect(tmp_path) -> None:
 
 
 def test_injected_parameters_cell_is_removed_from_the_page() -> None:
-    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "x = 1"},
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+                     "source": ["profile = \"ci\"\n", "records_path = \"/home/me/_build/x.json\"\n"]},
                     {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 0"}]}
     out = json.loads(bookbuild._hide_injected_parameters(json.dumps(nb).encode()))
     assert out["cells"][0]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert out["cells"][0]["source"] == 'profile = "ci"\nrecords_path = None\n'
     assert out["cells"][1]["metadata"]["tags"] == ["parameters"]
 
 
@@ -58,3 +60,29 @@ def test_cache_key_follows_the_sources_but_not_the_harness(tmp_path, monkeypatch
 
 def test_mathjax_is_bundled() -> None:
     assert (bookbuild.mathjax_dir() / "tex-chtml.js").stat().st_size > 100_000
+
+
+def test_editing_a_chapter_changes_only_its_key_and_companion_changes_all(tmp_path) -> None:
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/a\n  - file: book/b\n")
+    (tmp_path / "book").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "book" / f"{name}.md").write_text(f"# {name}\n")
+    (tmp_path / "companion").mkdir()
+    (tmp_path / "companion" / "attacks.py").write_text("x = 1\n")
+    (tmp_path / "companion" / "bookbuild.py").write_text("y = 1\n")
+    (tmp_path / "constraints.txt").write_text("torch==2.14.1\n")
+
+    def keys() -> tuple[str, str]:
+        return source_key("a", "book", root=tmp_path), source_key("b", "book", root=tmp_path)
+
+    a0, b0 = keys()
+    (tmp_path / "book" / "a.md").write_text("# a, edited\n")
+    a1, b1 = keys()
+    assert a1 != a0 and b1 == b0
+    (tmp_path / "companion" / "bookbuild.py").write_text("y = 2\n")   # the harness: no re-run
+    assert keys() == (a1, b1)
+    (tmp_path / "companion" / "attacks.py").write_text("x = 2\n")
+    a2, b2 = keys()
+    assert a2 != a1 and b2 != b1
+    (tmp_path / "constraints.txt").write_text("torch==2.15\n")
+    assert keys() != (a2, b2)
