@@ -37,9 +37,9 @@ def run_variants(name: str, variants: list[str] | None = None, *, log=print) -> 
     for label in variants or list(VARIANTS):
         params, env = VARIANTS[label]
         out = runs_dir(name) / label
-        key = source_key(name, "ci", params)
+        key = source_key(name, "ci", params, code_only=True)
         meta = out / f"{name}.meta.json"
-        if meta.exists() and json.loads(meta.read_text()).get("key") == key:
+        if meta.exists() and json.loads(meta.read_text()).get("calibration_key") == key:
             log(f"{name} [{label}]: current, not re-run")
             continue
         start = time.perf_counter()
@@ -48,7 +48,7 @@ def run_variants(name: str, variants: list[str] | None = None, *, log=print) -> 
         if proc.wait() != 0:
             raise RuntimeError(f"{name} [{label}] failed; see {out / 'run.log'}")
         info = json.loads(meta.read_text())
-        meta.write_text(json.dumps({**info, "key": key, "variant": label}, indent=1) + "\n")
+        meta.write_text(json.dumps({**info, "calibration_key": key, "variant": label}, indent=1) + "\n")
         log(f"{name} [{label}]: {time.perf_counter() - start:.0f} s")
 
 
@@ -60,7 +60,7 @@ def collect(name: str) -> dict[str, dict[str, float]]:
         meta = out / f"{name}.meta.json"
         if not meta.exists():
             continue
-        if json.loads(meta.read_text()).get("key") != source_key(name, "ci", params):
+        if json.loads(meta.read_text()).get("calibration_key") != source_key(name, "ci", params, code_only=True):
             raise RuntimeError(f"{name} [{label}]: the run is of older sources; run `python -m companion calibrate {name}`")
         runs[label] = json.loads((out / f"{name}.json").read_text())
     return runs

@@ -186,18 +186,27 @@ def environment_summary() -> dict[str, str]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": str(os.cpu_count())}
 
 
-def source_key(name: str, profile: str, params: dict[str, Any] | None = None, root: Path | None = None) -> str:
+def source_key(name: str, profile: str, params: dict[str, Any] | None = None, root: Path | None = None, *,
+               code_only: bool = False) -> str:
     """A hash of everything a chapter's run depends on that lives in the repository.
 
     The chapter's source, every file of the companion package (code and shipped weights) except the harness
     (:data:`HARNESS`), the profile, the parameters and the pinned constraints; editing any of them changes the key.
+    ``code_only``: only the chapter's code cells count (the records do not depend on its prose).
     """
     import hashlib
 
     root = root or repo_root()
     digest = hashlib.sha256()
     digest.update(json.dumps({"chapter": name, "profile": profile, "params": params or {}}, sort_keys=True).encode())
-    files = [chapters(root)[name], root / "constraints.txt"]
+    source = chapters(root)[name]
+    if code_only:
+        import jupytext
+
+        digest.update("\0".join(c.source for c in jupytext.read(source).cells if c.cell_type == "code").encode())
+        files = [root / "constraints.txt"]
+    else:
+        files = [source, root / "constraints.txt"]
     files += sorted(p for p in (root / "companion").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts and p.name not in HARNESS)
     for file in files:

@@ -86,3 +86,6 @@ def test_editing_a_chapter_changes_only_its_key_and_companion_changes_all(tmp_pa
     assert a2 != a1 and b2 != b1
     (tmp_path / "constraints.txt").write_text("torch==2.15\n")
     assert keys() != (a2, b2)
+    code = source_key("a", "ci", root=tmp_path, code_only=True)   # calibration runs depend on code cells only
+    (tmp_path / "book" / "a.md").write_text("# a, edited prose\n")
+    assert source_key("a", "ci", root=tmp_path, code_only=True) == code
