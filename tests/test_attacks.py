@@ -82,6 +82,51 @@ def test_model_mode_and_parameter_gradients_untouched():
     assert not model.training
 
 
+ALL_ATTACKS = (("fgsm", {"eps": 0.1}), ("fgsm_minimal", {"eps_grid": [0.1, 0.2]}), ("pgd", {"eps": 0.1, "steps": 2}),
+               ("bim", {"eps": 0.5, "steps": 2, "norm": "l2"}), ("cw", {"steps": 2, "binary_search_steps": 2}),
+               ("deepfool", {"steps": 2}))
+
+
+class _BNNet(nn.Module):
+    """A BatchNorm classifier that records the mode of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.fc, self.modes = nn.BatchNorm2d(1), nn.Linear(16, 3), []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.fc(self.bn(x).flatten(1))
+
+
+@pytest.mark.parametrize(("name", "params"), ALL_ATTACKS)
+def test_attacks_run_in_eval_mode_and_restore_the_callers_mode(name, params):
+    """As torchattacks: eval mode while attacking (BatchNorm uses, and does not update, its running
+    statistics), and every submodule's own mode restored after, also when the attack raises."""
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    net = _BNNet().train()
+    net(torch.rand(8, 1, 4, 4) * 3)                     # running statistics away from their (0, 1) start
+    stats = [net.bn.running_mean.clone(), net.bn.running_var.clone(), net.bn.num_batches_tracked.clone()]
+    net.modes.clear()
+    run_attack(name, net, x, y, **params)
+    assert net.modes and not any(net.modes)             # every forward pass of the attack in eval mode
+    assert net.training and net.bn.training             # the caller's train mode is back
+    for before, after in zip(stats, [net.bn.running_mean, net.bn.running_var, net.bn.num_batches_tracked]):
+        assert torch.equal(before, after)
+    # a train-mode wrapper (a freshly built module) around an eval-mode classifier: each keeps its own mode
+    clf = _BNNet().eval()
+    wrapper = nn.Sequential(nn.Identity(), clf)         # built in train mode, clf keeps its eval mode
+    assert wrapper.training and not clf.training
+    ATTACKS[name](wrapper, x, y, **params)
+    assert wrapper.training and wrapper[0].training and not clf.training and not clf.bn.training
+    # restored also when the attack fails
+    bad = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).train()   # 2 classes, but label 2 occurs
+    with pytest.raises(ValueError, match="classes"):
+        ATTACKS[name](bad, x, y, **params)
+    assert all(m.training for m in bad.modules())
+
+
 def test_deepfool_fools_everything_and_stops_early(data, adversarials):
     model, x, y = data
     adv = adversarials["deepfool"]
