@@ -2,9 +2,11 @@
 
 Every attack has the signature ``attack(model, x, y, **params) -> x_adv``: ``model`` maps images
 ``(B, C, H, W)`` in [0, 1] to logits ``(B, K)``; ``y`` holds the true labels ``(B,)``; the result
-is a detached tensor of the shape of ``x``, in [0, 1], on ``x``'s device. The model is called as
-it is (its train/eval mode is left alone) and gradients are taken w.r.t. the input only, so no
-parameter gradient is ever accumulated. All attacks are untargeted and vectorised over the batch.
+is a detached tensor of the shape of ``x``, in [0, 1], on ``x``'s device. A model that is an
+``nn.Module`` is attacked in eval mode (BatchNorm uses, and does not update, its running statistics;
+dropout is off), and afterwards every submodule gets back its own train/eval mode, as in torchattacks.
+Gradients are taken w.r.t. the input only, so no parameter gradient is ever accumulated. All attacks
+are untargeted and vectorised over the batch.
 
 * :func:`fgsm`, :func:`bim`, :func:`pgd` -- gradient ascent on the cross-entropy in an
   L∞ or L2 ball of radius ``eps`` (Goodfellow et al. 2015; Kurakin et al. 2017; Madry et al. 2018);
@@ -16,9 +18,11 @@ parameter gradient is ever accumulated. All attacks are untargeted and vectorise
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +38,30 @@ __all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_m
 
 
 # --------------------------------------------------------------------------- helpers
+@contextmanager
+def _eval_mode(model: Model) -> Iterator[None]:
+    """Eval mode for an ``nn.Module`` ``model`` inside the block; on exit (also on an error) every
+    submodule's own mode is restored, so a train-mode wrapper around an eval-mode classifier stays so."""
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    modes = [m.training for m in modules]
+    try:
+        if modules:
+            model.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
+
+
+def _in_eval_mode(attack: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run ``attack(model, ...)`` inside :func:`_eval_mode` (the signature is kept for :func:`run_attack`)."""
+    @functools.wraps(attack)
+    def wrapper(model: Model, *args: object, **kwargs: object) -> Tensor:
+        with _eval_mode(model):
+            return attack(model, *args, **kwargs)
+    return wrapper
+
+
 def _check_inputs(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     if not callable(model):
         raise TypeError(f"model must be a callable mapping images to logits, got {type(model).__name__}")
@@ -99,6 +127,7 @@ def _random_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
 
 
 # --------------------------------------------------------------------------- L∞ / L2 ball attacks
+@_in_eval_mode
 def fgsm(model: Model, x: Tensor, y: Tensor, eps: float) -> Tensor:
     """Fast Gradient Sign Method: ``x' = clip[0,1](x + eps · sign ∇ₓ CE(f(x), y))``.
 
@@ -109,6 +138,7 @@ def fgsm(model: Model, x: Tensor, y: Tensor, eps: float) -> Tensor:
     return (x + eps * _loss_grad(model, x, y)[0].sign()).clamp(0.0, 1.0).detach()
 
 
+@_in_eval_mode
 def fgsm_minimal(model: Model, x: Tensor, y: Tensor, eps_grid: list[float] | tuple[float, ...]) -> Tensor:
     """FGSM at the smallest budget of ``eps_grid`` (ascending) that fools each image.
 
@@ -130,6 +160,7 @@ def fgsm_minimal(model: Model, x: Tensor, y: Tensor, eps_grid: list[float] | tup
     return best.detach()
 
 
+@_in_eval_mode
 def pgd(
     model: Model,
     x: Tensor,
@@ -199,6 +230,7 @@ def _margin(logits: Tensor, y: Tensor) -> Tensor:
     return true - other
 
 
+@_in_eval_mode
 def cw_l2(
     model: Model,
     x: Tensor,
@@ -257,6 +289,7 @@ def cw_l2(
     return best.detach()
 
 
+@_in_eval_mode
 def deepfool(
     model: Model,
     x: Tensor,

@@ -1,7 +1,7 @@
 """Linear forward operators ``y = A x`` of inverse problems, as torch modules.
 
 All operators derive from :class:`LinearOperator` (also the base of :mod:`companion.ct`'s projectors),
-which holds the generic checks (adjointness, operator norm). A :class:`MatrixOperator` maps a batch of
+which holds the generic adjointness check. A :class:`MatrixOperator` maps a batch of
 images ``(B, C, H, W)`` (or of flat vectors ``(B, n)``) to a batch of measurements ``(B, m)`` and also
 offers the pseudo-inverse ``A_dagger``, its singular values and its condition number.
 Matrices are registered as buffers, so ``.to(device)`` moves them.
@@ -28,7 +28,7 @@ from ._validate import check_int, check_positive
 class LinearOperator(nn.Module):
     """Base of every forward operator: ``A`` maps ``(B, *in_shape)`` to ``(B, *out_shape)``,
     ``A_adjoint`` back. Subclasses set ``in_shape`` and ``out_shape`` and implement both maps; the
-    generic checks (:meth:`adjointness_error`, :meth:`operator_norm`) live here once."""
+    generic check :meth:`adjointness_error` lives here once."""
 
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -50,15 +50,6 @@ class LinearOperator(nn.Module):
         ax, aty = self.A(x), self.A_adjoint(y)
         lhs, rhs = float((ax * y).sum()), float((x * aty).sum())
         return abs(lhs - rhs) / (float(ax.norm()) * float(y.norm()))
-
-    def operator_norm(self, iterations: int = 50, seed: int = 0) -> float:
-        """Largest singular value of ``A`` by the power method on ``AᵀA``."""
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(1, *self.in_shape, generator=gen, dtype=torch.float64)
-        for _ in range(iterations):
-            x = self.A_adjoint(self.A(x))
-            x = x / x.norm()
-        return float(self.A(x).norm())
 
 
 class MatrixOperator(LinearOperator):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import check_images, check_int
+from ._validate import check_int
 
 
 class SmallCNN(nn.Module):
@@ -107,8 +107,3 @@ class ImageNetCAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.feature_maps(x).mean(dim=(2, 3)))
-
-
-def check_classifier_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Validate a batch for a classifier (kept here so nets and callers share one message)."""
-    return check_images(x, "x", channels=getattr(model, "in_channels", None))

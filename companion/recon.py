@@ -320,7 +320,7 @@ def train_reconstruction(
 ) -> ReconHistory:
     """Train the reconstruction network ``net`` on images ``x`` measured by ``op``, with Adam.
 
-    Schemes (the four of the paper's comparison):
+    Schemes (the paper's comparison has the first four; the fifth, ``"pga"``, is a reference):
 
     - ``"plain"``: minimise ``‖f(Ax) − x‖²``;
     - ``"weight_decay"``: the same plus ``weight_decay · ‖W‖²/2`` on every parameter;

@@ -28,11 +28,6 @@ def use_records_file(path: str | os.PathLike | None) -> Path | None:
     return _path
 
 
-def load_records(path: str | os.PathLike) -> dict[str, float]:
-    """Read a records file written by :func:`record`."""
-    return json.loads(Path(path).read_text())
-
-
 def record(name: str, value: float, *, show: bool = True) -> float:
     """Show ``name = value``, glue it for MyST (``{glue:text}`name```) and write it to the records file.
 

@@ -82,6 +82,51 @@ def test_model_mode_and_parameter_gradients_untouched():
     assert not model.training
 
 
+ALL_ATTACKS = (("fgsm", {"eps": 0.1}), ("fgsm_minimal", {"eps_grid": [0.1, 0.2]}), ("pgd", {"eps": 0.1, "steps": 2}),
+               ("bim", {"eps": 0.5, "steps": 2, "norm": "l2"}), ("cw", {"steps": 2, "binary_search_steps": 2}),
+               ("deepfool", {"steps": 2}))
+
+
+class _BNNet(nn.Module):
+    """A BatchNorm classifier that records the mode of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.fc, self.modes = nn.BatchNorm2d(1), nn.Linear(16, 3), []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.fc(self.bn(x).flatten(1))
+
+
+@pytest.mark.parametrize(("name", "params"), ALL_ATTACKS)
+def test_attacks_run_in_eval_mode_and_restore_the_callers_mode(name, params):
+    """As torchattacks: eval mode while attacking (BatchNorm uses, and does not update, its running
+    statistics), and every submodule's own mode restored after, also when the attack raises."""
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    net = _BNNet().train()
+    net(torch.rand(8, 1, 4, 4) * 3)                     # running statistics away from their (0, 1) start
+    stats = [net.bn.running_mean.clone(), net.bn.running_var.clone(), net.bn.num_batches_tracked.clone()]
+    net.modes.clear()
+    run_attack(name, net, x, y, **params)
+    assert net.modes and not any(net.modes)             # every forward pass of the attack in eval mode
+    assert net.training and net.bn.training             # the caller's train mode is back
+    for before, after in zip(stats, [net.bn.running_mean, net.bn.running_var, net.bn.num_batches_tracked]):
+        assert torch.equal(before, after)
+    # a train-mode wrapper (a freshly built module) around an eval-mode classifier: each keeps its own mode
+    clf = _BNNet().eval()
+    wrapper = nn.Sequential(nn.Identity(), clf)         # built in train mode, clf keeps its eval mode
+    assert wrapper.training and not clf.training
+    ATTACKS[name](wrapper, x, y, **params)
+    assert wrapper.training and wrapper[0].training and not clf.training and not clf.bn.training
+    # restored also when the attack fails
+    bad = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).train()   # 2 classes, but label 2 occurs
+    with pytest.raises(ValueError, match="classes"):
+        ATTACKS[name](bad, x, y, **params)
+    assert all(m.training for m in bad.modules())
+
+
 def test_deepfool_fools_everything_and_stops_early(data, adversarials):
     model, x, y = data
     adv = adversarials["deepfool"]
@@ -108,12 +153,23 @@ def test_cw_confidence_kappa(data):
     assert changed.sum() >= 8 and (margin[changed] < -2.0).all()
 
 
-def test_cw_binary_search_not_worse(data):
+def test_cw_binary_search_finds_a_working_constant(data):
+    """Started from a c far too small, the search (c × 10 until fooled, then bisection) fools as many
+    images as a fixed large c, with smaller perturbations than that c gives. Observed on 32 images (30
+    correctly classified): c = 0.1 fools 1, c = 100 fools 27 with mean L2 3.03, the 4-round search from
+    c = 0.1 fools the same 27 with mean L2 2.23. A search that did not raise c, or did not bisect back
+    down, fails one of the two checks."""
     model, x, y = data
     x, y = x[:32], y[:32]
-    one = cw_l2(model, x, y, c=0.1, steps=20, lr=0.1)
-    search = cw_l2(model, x, y, c=0.1, steps=20, lr=0.1, binary_search_steps=3)
-    assert accuracy(model, search, y) <= accuracy(model, one, y)
+    correct = predict(model, x) == y
+    kw = {"steps": 20, "lr": 0.1}
+    small, large = cw_l2(model, x, y, c=0.1, **kw), cw_l2(model, x, y, c=100.0, **kw)
+    search = cw_l2(model, x, y, c=0.1, binary_search_steps=4, **kw)
+    f_small, f_large, f_search = ((predict(model, a) != y) & correct for a in (small, large, search))
+    assert f_small.sum() <= 3 and f_large.sum() >= 20   # the constant matters here
+    assert f_search.sum() >= f_large.sum() - 1
+    both = f_search & f_large
+    assert _l2(search, x)[both].mean() < 0.85 * _l2(large, x)[both].mean()
 
 
 # --------------------------------------------------------------------------- strength orderings
@@ -220,24 +276,31 @@ def test_fgsm_and_bim_match_torchattacks(data, adversarials):
     assert abs(accuracy(model, ref, y) - accuracy(model, adversarials["bim"], y)) <= 1 / N
 
 
-@pytest.mark.parametrize("name", ["pgd", "pgd_l2"])
-def test_pgd_matches_torchattacks(data, adversarials, name):
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.25)])
+def test_pgd_matches_torchattacks(data, norm, eps):
+    """At a budget where the attack fools about a third of the images (at ε = 0.2 every attack scores
+    ~0 and no comparison can tell them apart): observed robust accuracy 0.675 (L∞) and 0.605 (L2)."""
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = data
-    p = {k: v for k, v in CASES[name][1].items() if k != "generator"}
-    cls = torchattacks.PGDL2 if name == "pgd_l2" else torchattacks.PGD
-    kw = {"eps": p["eps"], "alpha": 2.5 * p["eps"] / p["steps"], "steps": p["steps"]}
-    # Without random start the two are the same algorithm: observed equal robust accuracy.
-    ours = pgd(model, x, y, **p, random_start=False)
+    steps = 20
+    cls = torchattacks.PGDL2 if norm == "l2" else torchattacks.PGD
+    kw = {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps}   # our default step 2.5 ε / steps
+    # Without random start the two are the same algorithm. Observed: the same prediction on all 200
+    # images (L∞ bit-identical images; L2 equal up to rounding). A step half as large, 10 steps instead
+    # of 20 or ε × 1.1 changes 4-16 predictions; we allow 1 image of N.
+    ours = pgd(model, x, y, eps, steps=steps, norm=norm, random_start=False)
     ref = cls(model, **kw, random_start=False)(x, y)
+    assert 0.3 <= accuracy(model, ref, y) <= 0.8
+    assert int((predict(model, ours) != predict(model, ref)).sum()) <= 1
     assert abs(accuracy(model, ref, y) - accuracy(model, ours, y)) <= 1 / N
     # With random starts they differ by the draw and, for L2, by its law: torchattacks takes the
     # radius uniform in [0, eps], we draw uniformly in the ball (radius ≈ eps in 784 dimensions).
-    # Observed over 5 seeds: identical accuracies for L∞ (0.02-0.03), 0.19 vs 0.18 for L2
-    # (2-3 images of 200); 0.03 allows that plus seed noise, a wrong step/projection moves it > 0.1.
+    # Observed over seeds 0-2: equal accuracies for L∞, ours 0.62 vs 0.605-0.61 for L2 (2-3 images
+    # of 200); 0.03 (6 images) allows that plus seed noise.
+    ours = pgd(model, x, y, eps, steps=steps, norm=norm, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     ref = cls(model, **kw, random_start=True)(x, y)
-    assert abs(accuracy(model, ref, y) - accuracy(model, adversarials[name], y)) <= 0.03
+    assert abs(accuracy(model, ref, y) - accuracy(model, ours, y)) <= 0.03
 
 
 def test_cw_matches_torchattacks(data):

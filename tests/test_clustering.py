@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.cluster import AgglomerativeClustering
+from scipy.spatial.distance import cdist
 from sklearn.metrics import normalized_mutual_info_score
 
 from companion.clustering import (PAHC, CosineAHC, average_linkage, bcubed, check_embeddings, cluster_sizes, curate,
@@ -179,11 +180,17 @@ def test_shared_building_blocks() -> None:
 
     from companion.clustering import baselines, cosine_distance_matrix, fit_quietly, gram_blocks, set_similarity
 
-    X = check_embeddings(np.random.default_rng(3).normal(size=(23, 4)))
+    raw = np.random.default_rng(3).normal(size=(23, 4)) * np.random.default_rng(5).uniform(0.1, 10, size=(23, 1))
+    X = check_embeddings(raw)
+    # independent reference: SciPy's cosine distance 1 - u.v / (|u| |v|) on the raw, unnormalised rows
+    ref = cdist(raw, raw, "cosine")
+    np.fill_diagonal(ref, 0.0)
+    assert ref.max() > 1.5 and ref[~np.eye(23, dtype=bool)].min() < 0.05   # the whole range [0, 2] is exercised
     D = cosine_distance_matrix(X)
-    np.testing.assert_allclose(D, np.clip(1 - X @ X.T, 0, 2) * (1 - np.eye(23)), atol=1e-12)
-    np.testing.assert_allclose(D, baselines.cosine_distances(X), atol=1e-12)   # after renormalising X
-    np.testing.assert_array_equal(D, CosineAHC()._distances(X))
+    np.testing.assert_allclose(D, ref, atol=1e-12)
+    assert (np.diag(D) == 0).all() and (D == D.T).all()
+    np.testing.assert_allclose(baselines.cosine_distances(raw), ref, atol=1e-12)   # normalises the raw rows itself
+    np.testing.assert_allclose(CosineAHC()._distances(X), ref, atol=1e-12)
     blocks = list(gram_blocks(X, chunk=5))
     assert [start for start, _ in blocks] == [0, 5, 10, 15, 20]
     np.testing.assert_allclose(np.concatenate([G for _, G in blocks]), X @ X.T)
@@ -336,10 +343,13 @@ def test_epanechnikov_identity_of_theorem_3_1() -> None:
 def test_eps_neighbourhoods_and_selection_rules() -> None:
     X, y = make_identities(20, sizes="uniform", size=10, dim=16, kappa_center=2.0, kappas=(200.0,), seed=10)
     hoods = eps_neighbourhoods(X, 0.1)
+    # independent reference: one dot product per pair, and x_m added by hand (V(x_m) always holds x_m)
+    d = [[1 - float(np.dot(X[m], X[j])) for j in range(len(X))] for m in range(len(X))]
+    ref = [sorted({j for j in range(len(X)) if d[m][j] <= 0.1} | {m}) for m in range(len(X))]
+    assert [list(h) for h in hoods] == ref
+    assert 1 < np.mean([len(h) for h in ref]) < 10      # neither all singletons nor whole identities
+    assert min(abs(v - 0.1) for row in d for v in row) > 1e-9   # no pair on the boundary: rounding cannot flip one
     G = X @ X.T
-    for m in (0, 7, 150):
-        assert m in hoods[m]
-        np.testing.assert_array_equal(hoods[m], np.flatnonzero(1 - G[m] <= 0.1) if 1 - G[m, m] <= 0.1 else hoods[m])
     eps = select_eps(X, y)
     d_match = (1 - G)[(y[:, None] == y[None]) & ~np.eye(len(y), dtype=bool)]
     assert np.quantile(d_match, 0.1) < eps < np.quantile(d_match, 0.9)
@@ -365,6 +375,43 @@ def test_ddc_similarity_matrix_product_equals_eq_3_12_loop() -> None:
         loop = np.array([[(np.mean([E(i, X[z]) for z in hoods[j]]) + np.mean([E(j, X[z]) for z in hoods[i]])) / 2
                           for j in range(n)] for i in range(n)])
         np.testing.assert_allclose(est.similarity_, loop, atol=1e-10)
+
+
+def test_ddc_neg_svm_on_a_hand_worked_example() -> None:
+    """DDC-NEG (eq. 3.15, Delta = 1) on three unit vectors, where the max-margin SVM is known in closed form.
+
+    x0 = (1, 0), x1 = (0, 1), x2 = (-1, 0); r = 0.5 makes every V(x_m) = {x_m} (the distances are 1, 1, 2).
+    With C = 10 the hard-margin solution is optimal (its largest dual coefficient is about 2 < C):
+    * eta = 0.5, two negatives: x0 vs {x1, x2} -> w = (1, -1), b = 0; x1 vs {x0, x2} -> w = (0, 2), b = -1;
+      x2 mirrors x0: w = (-1, -1), b = 0. All three points lie on the margins: E_m(x_m) = 1, E_m(x_j) = -1.
+    * eta = 1.5: only the opposite point is a negative: x0 -> w = (1, 0), b = 0, x2 -> w = (-1, 0), b = 0, and
+      x1 has no point farther than 1.5, so it falls back to SVDD of one point: E(x) = 2 x1^T x - 2.
+    LinearSVC's dual coordinate descent stops at tol = 1e-4, which leaves the coefficients up to ~0.01 from
+    the exact ones (observed 0.009 at most); a wrong negative set, tie-break or fallback moves them by >= 1.
+    """
+    tol = 2e-2
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    h = ddc_evaluators(X, eps=0.5, negatives=True, neg_eta=0.5, n_neg=2, C=10.0)
+    np.testing.assert_array_equal(h["sizes"], [1, 1, 1])
+    np.testing.assert_allclose(h["W"], [[1, -1], [0, 2], [-1, -1]], atol=tol)
+    np.testing.assert_allclose(h["o"], [0, -1, 0], atol=tol)
+    E = X @ h["W"].T + h["o"]                           # E[j, m] = E_m(x_j)
+    np.testing.assert_allclose(np.diag(E), 1.0, atol=tol)           # every positive on its margin
+    np.testing.assert_allclose(E[~np.eye(3, dtype=bool)], -1.0, atol=tol)   # and every negative too
+    # singleton neighbourhoods: s(x_i, x_j) = (E_i(x_j) + E_j(x_i)) / 2, so -1 off the diagonal, 1 on it
+    est = DeepDensityClustering(eps=0.5, negatives=True, neg_eta=0.5, n_neg=2, C=10.0).fit(X)
+    np.testing.assert_allclose(est.similarity_, 2 * np.eye(3) - 1, atol=tol)
+
+    h = ddc_evaluators(X, eps=0.5, negatives=True, neg_eta=1.5, n_neg=2, C=10.0)
+    np.testing.assert_allclose(h["W"], [[1, 0], [0, 2], [-1, 0]], atol=tol)
+    np.testing.assert_allclose(h["o"], [0, -2, 0], atol=tol)
+    # only the n_neg nearest points beyond eta are negatives: with n_neg = 1, x1 is separated from x0 alone
+    # (x0 and x2 tie at distance 1; the stable sort keeps the first), w = (-1, 1), b = 0, and x2 lands on
+    # the positive margin instead of the negative one
+    h = ddc_evaluators(X, eps=0.5, negatives=True, neg_eta=0.5, n_neg=1, C=10.0)
+    np.testing.assert_allclose(h["W"][1], [-1, 1], atol=tol)
+    assert h["o"][1] == pytest.approx(0.0, abs=tol)
+    assert X[2] @ h["W"][1] + h["o"][1] == pytest.approx(1.0, abs=tol)
 
 
 def test_ddc_estimator_api_and_validation() -> None:

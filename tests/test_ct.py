@@ -48,8 +48,13 @@ def test_parallel_radon_matches_skimage(n: int) -> None:
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 0.02
 
 
-@pytest.mark.parametrize("window,skname", [("ramp", "ramp"), ("shepp-logan", "shepp-logan"), ("hann", "hann")])
-def test_fbp_matches_iradon_inside_the_circle(window: str, skname: str) -> None:
+# Relative L2 error inside the field of view (float64), measured: ramp 4.7e-9, shepp-logan 5.3e-6,
+# hann 9.5e-4; the bounds leave a factor ~10. Our ramp and Shepp-Logan frequency responses equal
+# scikit-image's to 2e-16; its Hann window is NumPy's symmetric np.hanning(size) where ours is the
+# periodic 0.5 (1 + cos 2 pi f), which differ by up to 4 % of the response (an O(1/size) difference).
+@pytest.mark.parametrize("window,skname,tol", [("ramp", "ramp", 5e-8), ("shepp-logan", "shepp-logan", 5e-5),
+                                               ("hann", "hann", 1e-2)])
+def test_fbp_matches_iradon_inside_the_circle(window: str, skname: str, tol: float) -> None:
     from skimage.transform import iradon, radon
 
     n = 48
@@ -58,7 +63,7 @@ def test_fbp_matches_iradon_inside_the_circle(window: str, skname: str) -> None:
     ref = iradon(sino, theta, circle=True, filter_name=skname)
     ours = ParallelBeam(n, uniform_angles(90)).fbp(torch.tensor(sino), window).numpy()
     inside = _disk(n).numpy()
-    assert np.linalg.norm((ours - ref)[inside]) / np.linalg.norm(ref[inside]) < 0.03
+    assert np.linalg.norm((ours - ref)[inside]) / np.linalg.norm(ref[inside]) < tol
 
 
 def test_adjointness_and_batching() -> None:
@@ -71,6 +76,27 @@ def test_adjointness_and_batching() -> None:
     assert y.shape == (2, 3, 35, 30)
     assert torch.allclose(y[1, 2], op.A(x[1, 2]), atol=1e-5)
     assert op.A_adjoint(y).shape == x.shape
+
+
+@pytest.mark.parametrize("geometry,kw", [
+    (ParallelBeam, {"angles": uniform_angles(30), "n_detectors": 35, "detector_spacing": 0.8}),
+    (FanBeam, {"n_views": 30}),
+])
+def test_adjointness_error_detects_a_wrong_back_projection(geometry, kw) -> None:
+    """Two classic slips in a back-projector, each far above the exact adjoint's rounding error."""
+
+    class SwappedAxes(geometry):                        # image rows and columns exchanged
+        def A_adjoint(self, y):
+            return super().A_adjoint(y).transpose(-1, -2)
+
+    class ScaledBack(geometry):                         # a constant dropped, e.g. the detector spacing 0.8
+        def A_adjoint(self, y):
+            return 0.8 * super().A_adjoint(y)
+
+    exact = geometry(24, **kw).adjointness_error()      # float64 inputs by default
+    assert exact < 1e-12
+    assert SwappedAxes(24, **kw).adjointness_error() > max(1e-3, 1e4 * exact)
+    assert ScaledBack(24, **kw).adjointness_error() > 0.05
 
 
 def test_projection_conserves_mass() -> None:

@@ -30,6 +30,34 @@ def test_gaussian_cs_shapes_scaling_and_adjoint() -> None:
     assert 2 < op.condition_number() < 4          # (1 + √(m/n)) / (1 − √(m/n)) = 3 asymptotically
 
 
+class _ScaledAdjoint(MatrixOperator):
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return 1.1 * super().A_adjoint(y)             # a forgotten (or extra) constant factor
+
+
+class _UntransposedAdjoint(MatrixOperator):
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return (y @ self.matrix.T).reshape(len(y), *self.in_shape)   # A y instead of Aᵀ y (square A)
+
+
+def test_adjointness_error_detects_a_wrong_adjoint() -> None:
+    """The check itself: ~1e-16 for the true adjoint, and the exact size of the error for a wrong one."""
+    W = torch.rand(12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert not torch.allclose(W, W.T)
+    assert MatrixOperator(W).adjointness_error() < 1e-14
+    # A_adjoint = 1.1 Aᵀ: |⟨Ax, y⟩ − 1.1 ⟨x, Aᵀy⟩| / (‖Ax‖ ‖y‖) = 0.1 cos(Ax, y) on the check's own inputs
+    # (the same generator, seed and order of draws as adjointness_error)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 12, generator=gen, dtype=torch.float64), torch.rand(4, 12, generator=gen, dtype=torch.float64)
+    ax = x @ W.T
+    cos = float((ax * y).sum() / (ax.norm() * y.norm()))
+    assert cos > 0.5                                    # non-negative A, x, y: the error cannot hide
+    assert _ScaledAdjoint(W).adjointness_error() == pytest.approx(0.1 * cos, rel=1e-10)
+    assert _UntransposedAdjoint(W).adjointness_error() > 1e-3
+    # the same matrix without the mistake when A is symmetric: the check cannot (and need not) tell
+    assert _UntransposedAdjoint(W + W.T).adjointness_error() < 1e-14
+
+
 def test_pseudo_inverse_recovers_images_in_the_row_space() -> None:
     op = gaussian_cs(30, (50,), seed=1)
     x = op.A_adjoint(torch.randn(4, 30))          # lies in the row space of A

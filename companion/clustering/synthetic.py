@@ -58,9 +58,10 @@ def cluster_sizes(n_identities: int, law: str = "uniform", *, size: int = 14, ma
     """Number of images per identity, ``(n_identities,)`` int, following a named size law.
 
     * ``"uniform"``: every identity has ``size`` images (CFP-like: 14 = 10 frontal + 4 profile);
-    * ``"singletons"``: 70 % of identities have one image, the others 2-12 (LFW-like);
+    * ``"singletons"``: one image with probability 0.7, else 2-12 (uniform), per identity (LFW-like);
     * ``"few_large"``: 150-330 images each (YTF-like: few identities, large clusters);
-    * ``"heavy_tailed"``: 1 + Pareto(1.2) images, capped at ``max_size`` (IJB-B-like).
+    * ``"heavy_tailed"``: ``1 + floor(4 L)`` images with ``L`` Lomax(1.2) (NumPy's ``Generator.pareto``: a
+      Pareto tail of index 1.2 shifted to start at 0), capped at ``max_size`` (IJB-B-like).
     """
     check_int(n_identities, "n_identities")
     check_choice(law, "law", SIZE_LAWS)

@@ -41,7 +41,6 @@ class Preprocessed(nn.Module):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.transform = transform
         self.model = model
-        self.in_channels = getattr(model, "in_channels", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.transform(x))
