@@ -205,10 +205,12 @@ def _round_up(x: float, digits: int = 2) -> float:
     return round(math.ceil(x / scale - 1e-9) * scale, 12)
 
 
-def calibrate(expected: dict[str, Any], runs: dict[str, dict[str, float]]) -> dict[str, Any]:
+def calibrate(expected: dict[str, Any], runs: dict[str, dict[str, float]],
+              claim_runs: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """A new expected file whose centres, tolerances and claim statuses come from the records of ``runs``.
 
-    ``runs`` maps a run's label (seed, thread count, CPU kernel level) to its records. For each metric with a
+    ``runs`` maps a run's label (seed, thread count, CPU kernel level) to its ``ci`` records; ``claim_runs``
+    are further runs (the ``book`` profile's) that count as evidence for the claims' statuses only. For each metric with a
     ``value``: the centre is the middle of the range seen, and the tolerance is the largest of its floor
     (the hand-set ``floor``/former ``tol``/``default_tol``, and 3 binomial standard errors for a fraction of n
     items), and 1.5 times the range. Hand-set bounds stay as they are. Each claim's status is what the runs
@@ -246,13 +248,15 @@ def calibrate(expected: dict[str, Any], runs: dict[str, dict[str, float]]) -> di
         metrics[key] = {"value": round(centre, 6), "tol": max(floor, _round_up(TOLERANCE_PER_RANGE * (hi - lo))),
                         "floor": floor, "spread": [round(lo, 6), round(hi, 6)]}
     new["metrics"] = metrics
+    evidence = {**runs, **(claim_runs or {})}
     for item in new["claims"]:
-        outcomes = [evaluate_claim(item["claim"], records) for records in runs.values()]
+        outcomes = [evaluate_claim(item["claim"], records) for records in evidence.values()]
         held = sum(ok for ok, _, _ in outcomes)
-        item["status"] = "reproduced" if held == len(runs) else "not reproduced" if held == 0 else "mixed"
-        item["runs"] = f"{held}/{len(runs)}"
+        item["status"] = "reproduced" if held == len(evidence) else "not reproduced" if held == 0 else "mixed"
+        item["runs"] = f"{held}/{len(evidence)}"
         item["margin"] = round(min(m for _, _, m in outcomes), 6)
-    new["calibration"] = {"runs": sorted(runs), "tolerance": f"max(floor, {TOLERANCE_PER_RANGE} x range of the runs)"}
+    new["calibration"] = {"runs": sorted(runs), "claims_also_from": sorted(claim_runs or {}),
+                          "tolerance": f"max(floor, {TOLERANCE_PER_RANGE} x range of the runs)"}
     return validate(new)
 
 

@@ -144,7 +144,8 @@ def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/ru
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
     seconds = execute(known[name], executed, parameters, cell_timeout=timeout, label=f"chapter {name} ({profile})")
     records = json.loads(records_path.read_text()) if records_path.exists() else {}
-    meta = {"chapter": name, "profile": profile, "key": source_key(name, profile, params), "seconds": round(seconds, 1),
+    meta = {"chapter": name, "profile": profile, "key": source_key(name, profile, params),
+            "code_key": source_key(name, profile, params, code_only=True), "seconds": round(seconds, 1),
             "params": params or {},
             "threads": os.environ.get("COMPANION_THREADS"), "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY")}
     (out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
