@@ -42,10 +42,38 @@ def _meta(runs: Path, name: str) -> dict:
 
 
 def is_current(runs: Path, name: str, profile: str) -> bool:
-    """Whether ``runs`` holds an executed notebook of ``name`` made from today's sources."""
+    """Whether ``runs`` holds an executed notebook of ``name`` made from today's code.
+
+    The chapter's code cells count, not its prose: :func:`stage` puts today's Markdown cells into the page.
+    """
     meta = _meta(runs, name)
-    return (meta.get("key") == source_key(name, profile, meta.get("params") or {}) and
+    return (meta.get("code_key") == source_key(name, profile, meta.get("params") or {}, code_only=True) and
             (runs / f"{name}.ipynb").exists() and (runs / f"{name}.json").exists())
+
+
+def with_current_prose(executed: dict, source: Path) -> dict:
+    """The executed notebook with the Markdown cells of today's ``source`` (its code cells must be unchanged)."""
+    import jupytext
+
+    current = jupytext.read(source)
+    ran = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    injected = [c for c in ran if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    ran = [c for c in ran if c not in injected]
+    cells = []
+    for cell in current.cells:
+        if cell.cell_type != "code":
+            cells.append(json.loads(json.dumps(cell)))
+            continue
+        done = ran.pop(0) if ran else None
+        done_source = "".join(done["source"]) if done is not None and isinstance(done["source"], list) else (done or {}).get("source")
+        if done_source != cell.source:
+            raise ValueError(f"{source}: the executed notebook's code differs from the source; run the chapter again")
+        cells.append(done)
+        if "parameters" in done.get("metadata", {}).get("tags", []):
+            cells += injected   # papermill's cell goes right after the parameters cell
+    if ran:
+        raise ValueError(f"{source}: the executed notebook has more code cells than the source; run the chapter again")
+    return {**executed, "cells": cells}
 
 
 def execute_all(profile: str, runs: Path, jobs: int = 1, log=print) -> None:
@@ -94,9 +122,18 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def _hide_injected_parameters(notebook: bytes) -> bytes:
-    """Hide papermill's injected cell on the page and drop the build machine's records path from the download."""
+    """Hide papermill's injected cell on the page and drop the build machine's paths from the page and download.
+
+    The records path of the injected cell becomes ``None``; warnings printed with a file name show it relative
+    to the repository (``companion/gan.py:203: ...``).
+    """
+    root = str(repo_root()) + "/"
     nb = json.loads(notebook)
     for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                text = "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+                output["text"] = text.replace(root, "")
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags:
             if "remove-cell" not in tags:
@@ -139,7 +176,8 @@ def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
             if not notebook.exists():
                 raise FileNotFoundError(f"chapter {name} has no executed notebook in {runs}")
             target = dest / rel.with_suffix(".ipynb")
-            _write_if_changed(target, _hide_injected_parameters(notebook.read_bytes()))
+            page = with_current_prose(json.loads(notebook.read_text()), src)
+            _write_if_changed(target, _hide_injected_parameters(json.dumps(page).encode()))
         elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
             target = dest / rel
             _write_if_changed(target, appendix.encode())

@@ -33,13 +33,15 @@ def test_html_check_catches_each_rendering_defect(tmp_path) -> None:
 
 
 def test_injected_parameters_cell_is_removed_from_the_page() -> None:
-    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+    warning = {"output_type": "stream", "name": "stderr", "text": [f"{repo_root()}/companion/gan.py:203: LinAlgWarning\n"]}
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "outputs": [warning],
                      "source": ["profile = \"ci\"\n", "records_path = \"/home/me/_build/x.json\"\n"]},
                     {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 0"}]}
     out = json.loads(bookbuild._hide_injected_parameters(json.dumps(nb).encode()))
     assert out["cells"][0]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
     assert out["cells"][0]["source"] == 'profile = "ci"\nrecords_path = None\n'
     assert out["cells"][1]["metadata"]["tags"] == ["parameters"]
+    assert out["cells"][0]["outputs"][0]["text"] == "companion/gan.py:203: LinAlgWarning\n"
 
 
 def test_cache_key_follows_the_sources_but_not_the_harness(tmp_path, monkeypatch) -> None:
@@ -52,9 +54,10 @@ def test_cache_key_follows_the_sources_but_not_the_harness(tmp_path, monkeypatch
     assert not bookbuild.is_current(runs, name, "book")
     for suffix in (".ipynb", ".json"):
         (runs / f"{name}{suffix}").write_text("{}")
-    (runs / f"{name}.meta.json").write_text(json.dumps({"key": key, "params": {}}))
+    code_key = source_key(name, "book", code_only=True)
+    (runs / f"{name}.meta.json").write_text(json.dumps({"code_key": code_key, "params": {}}))
     assert bookbuild.is_current(runs, name, "book")
-    (runs / f"{name}.meta.json").write_text(json.dumps({"key": "0" * 16, "params": {}}))
+    (runs / f"{name}.meta.json").write_text(json.dumps({"code_key": "0" * 16, "params": {}}))
     assert not bookbuild.is_current(runs, name, "book")
 
 
@@ -89,3 +92,34 @@ def test_editing_a_chapter_changes_only_its_key_and_companion_changes_all(tmp_pa
     code = source_key("a", "ci", root=tmp_path, code_only=True)   # calibration runs depend on code cells only
     (tmp_path / "book" / "a.md").write_text("# a, edited prose\n")
     assert source_key("a", "ci", root=tmp_path, code_only=True) == code
+
+
+def test_the_page_shows_todays_prose_with_the_executed_outputs(tmp_path) -> None:
+    import pytest
+
+    import jupytext
+    import nbformat
+
+    def write(prose: str, code: str) -> None:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Old title"),
+                                             nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+                                             *[nbformat.v4.new_markdown_cell(p) for p in prose.split("\n\n")],
+                                             nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+        source.write_text(jupytext.writes(nb, fmt="md:myst"))
+
+    source = tmp_path / "ch.md"
+    executed = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Old title"},
+                          {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "seed = 0", "outputs": []},
+                          {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "seed = 1", "outputs": []},
+                          {"cell_type": "markdown", "metadata": {}, "source": "Old prose."},
+                          {"cell_type": "code", "metadata": {}, "source": "print(seed)",
+                           "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}]}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    write("New prose,\n\nin two cells.", "print(seed)")
+    page = bookbuild.with_current_prose(executed, source)
+    assert [c["cell_type"] for c in page["cells"]] == ["markdown", "code", "code", "markdown", "markdown", "code"]
+    assert page["cells"][3]["source"] == "New prose," and page["cells"][5]["outputs"][0]["text"] == "1\n"
+    write("New prose.", "print(seed + 1)")
+    with pytest.raises(ValueError, match="code differs"):
+        bookbuild.with_current_prose(executed, source)
