@@ -138,8 +138,9 @@ def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/ru
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / f"{name}.json"
-    records_path.unlink(missing_ok=True)
     executed = out / f"{name}.ipynb"
+    for stale in (records_path, executed, out / f"{name}.meta.json"):   # an interrupted run never looks current
+        stale.unlink(missing_ok=True)
     parameters = {"profile": profile, "records_path": str(records_path), **(params or {})}
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
     seconds = execute(known[name], executed, parameters, cell_timeout=timeout, label=f"chapter {name} ({profile})")
