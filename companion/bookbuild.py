@@ -233,10 +233,11 @@ def appendix_page(profile: str, runs: dict[str, Path], env: dict[str, str], thre
         f"that produced this book ({when}); it is never edited by hand. Each chapter's claims are checked against "
         "their status on every build, and a \"reproduced\" claim that breaks fails the build.", "",
         "A claim's **status** comes from calibration (`python -m companion calibrate`): the chapter's `ci` profile is "
-        "run with three seeds, with 1 and 2 threads and with the AVX2 instead of the AVX-512 CPU kernels. "
+        "run five times, with three seeds, with 1 and 2 threads and with the AVX2 instead of the AVX-512 CPU kernels, "
+        "and its last `book` run counts as a sixth. "
         "*Reproduced*: the claim held in every run (it is asserted); *not reproduced*: it held in none (its failure "
         "is asserted, so that the text saying so cannot go stale); *mixed*: it held in some (reported, not asserted). "
-        "The margin is the smallest slack seen over the calibration runs, in the units of the records.", "",
+        "The margin is the smallest slack seen over those runs, in the units of the records.", "",
         "## Environment", "",
         "| Python | torch | CPU | CPU kernels | cores | threads per chapter |", "| --- | --- | --- | --- | --- | --- |",
         f"| {env['python']} | {env['torch']} | {_cell(env['cpu'])} | {env['cpu_capability']} | {env['cores']} | {threads} |", "",
