@@ -2,7 +2,8 @@
 
 1. Every chapter runs with the one papermill runner (:func:`companion.regression.run_chapter`) in its own
    process. An executed notebook is reused while its key (:func:`companion.regression.source_key`: the
-   chapter, the companion's sources, the profile, the parameters, the pinned constraints) is unchanged.
+   chapter's code cells, the companion's sources, the profile, the parameters, the pinned constraints) is
+   unchanged; the page shows today's prose (:func:`with_current_prose`).
 2. Its records are checked against the claims' statuses (and, in the ``ci`` profile, the calibrated values);
    a broken "reproduced" claim fails the build.
 3. The book is staged with the executed notebooks in place of the sources, the reproducibility appendix is
@@ -17,7 +18,6 @@ import html as _html
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
