@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import html as _html
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,14 +25,11 @@ from pathlib import Path
 import yaml
 
 from . import expected as _expected
-from .regression import CELL_TIMEOUT_S, chapters, environment_summary, repo_root, run_in_subprocess, source_key
+from .regression import (CELL_TIMEOUT_S, available_cores, chapters, current_records, environment_summary, repo_root,
+                         run_in_subprocess)
 
 APPENDIX = "book/appendix/reproducibility"
 BUDGET_S = {"ci": 90, "book": 300}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _meta(runs: Path, name: str) -> dict:
@@ -46,9 +42,7 @@ def is_current(runs: Path, name: str, profile: str) -> bool:
 
     The chapter's code cells count, not its prose: :func:`stage` puts today's Markdown cells into the page.
     """
-    meta = _meta(runs, name)
-    return (meta.get("code_key") == source_key(name, profile, meta.get("params") or {}, code_only=True) and
-            (runs / f"{name}.ipynb").exists() and (runs / f"{name}.json").exists())
+    return current_records(runs, name, profile) is not None
 
 
 def with_current_prose(executed: dict, source: Path) -> dict:
@@ -83,7 +77,7 @@ def execute_all(profile: str, runs: Path, jobs: int = 1, log=print) -> None:
     for n in names:
         if n not in todo:
             log(f"{n}: cached ({_meta(runs, n).get('seconds', '?')} s when it ran)")
-    threads = max(1, _cores() // max(1, jobs))
+    threads = max(1, available_cores() // max(1, jobs))
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     failed = []
     while todo or running:
@@ -268,6 +262,7 @@ def appendix_page(profile: str, runs: dict[str, Path], env: dict[str, str], thre
 def check_html(html_dir: Path) -> list[str]:
     """Problems of a built book: Markdown tables left as text, math from a CDN, injected parameters or build paths shown."""
     problems = []
+    loads_mathjax = False
     build_path = str(repo_root())
     pages = sorted(html_dir.rglob("*.html"))
     if not pages:
@@ -279,6 +274,7 @@ def check_html(html_dir: Path) -> list[str]:
         rel = page.relative_to(html_dir)
         if re.search(r"<p>\|[^<]*\|\s*(---|:-)", text):
             problems.append(f"{rel}: a Markdown table is shown as a paragraph of pipes, not as a table")
+        loads_mathjax = loads_mathjax or "mathjax" in text.lower()
         for src in re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', text, flags=re.I):
             if src.startswith(("http:", "https:", "//")):
                 problems.append(f"{rel}: MathJax is loaded from {src}; the book must read offline")
@@ -288,7 +284,7 @@ def check_html(html_dir: Path) -> list[str]:
             problems.append(f"{rel}: shows papermill's injected parameters cell")
         if build_path in _html.unescape(text):
             problems.append(f"{rel}: shows the build machine's path {build_path}")
-    if not any("mathjax" in p.read_text(errors="replace").lower() for p in pages if "_static" not in p.parts):
+    if not loads_mathjax:
         problems.append("no page loads MathJax")
     return problems
 
@@ -306,9 +302,8 @@ def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, log=
         log(f"{n}: {len(ps)} problem(s)\n    " + "\n    ".join(ps))
     other = "book" if profile == "ci" else "ci"
     all_runs = {profile: runs, **({other: root / "_build" / other / "runs"} if (root / "_build" / other / "runs").exists() else {})}
-    threads = max(1, _cores() // max(1, jobs))
+    threads = max(1, available_cores() // max(1, jobs))
     page = appendix_page(profile, all_runs, environment_summary(), threads)
-    (out / "runtimes.json").write_text(json.dumps({n: _meta(runs, n).get("seconds") for n in chapters()}, indent=1) + "\n")
     src = stage(runs, out / "src", appendix=page)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(out), "-W", "-n", "--keep-going"]
     built = subprocess.run(cmd, cwd=root)

@@ -8,13 +8,12 @@ from how many runs it held in (:func:`companion.expected.calibrate`).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from . import expected as _expected
-from .regression import chapters, repo_root, run_in_subprocess, source_key
+from .regression import chapters, current_records, repo_root, run_in_subprocess
 
 # label -> (papermill parameters, environment of the run)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
@@ -37,9 +36,7 @@ def run_variants(name: str, variants: list[str] | None = None, *, log=print) -> 
     for label in variants or list(VARIANTS):
         params, env = VARIANTS[label]
         out = runs_dir(name) / label
-        key = source_key(name, "ci", params, code_only=True)
-        meta = out / f"{name}.meta.json"
-        if meta.exists() and json.loads(meta.read_text()).get("calibration_key") == key:
+        if current_records(out, name, "ci") is not None:
             log(f"{name} [{label}]: current, not re-run")
             continue
         start = time.perf_counter()
@@ -47,35 +44,27 @@ def run_variants(name: str, variants: list[str] | None = None, *, log=print) -> 
         proc = run_in_subprocess(name, "ci", out, params=params, env=env, log=out / "run.log")
         if proc.wait() != 0:
             raise RuntimeError(f"{name} [{label}] failed; see {out / 'run.log'}")
-        info = json.loads(meta.read_text())
-        meta.write_text(json.dumps({**info, "calibration_key": key, "variant": label}, indent=1) + "\n")
         log(f"{name} [{label}]: {time.perf_counter() - start:.0f} s")
 
 
 def collect(name: str) -> dict[str, dict[str, float]]:
     """The records of every current calibration run of ``name`` (refuses runs of older sources)."""
     runs = {}
-    for label, (params, _) in VARIANTS.items():
+    for label in VARIANTS:
         out = runs_dir(name) / label
-        meta = out / f"{name}.meta.json"
-        if not meta.exists():
+        if not (out / f"{name}.meta.json").exists():
             continue
-        if json.loads(meta.read_text()).get("calibration_key") != source_key(name, "ci", params, code_only=True):
+        records = current_records(out, name, "ci")
+        if records is None:
             raise RuntimeError(f"{name} [{label}]: the run is of older sources; run `python -m companion calibrate {name}`")
-        runs[label] = json.loads((out / f"{name}.json").read_text())
+        runs[label] = records
     return runs
 
 
 def book_run(name: str) -> dict[str, dict[str, float]]:
     """The last ``book``-profile run of ``name`` (``_build/book/runs``), if its code is today's: claim evidence."""
-    runs = repo_root() / "_build" / "book" / "runs"
-    meta = runs / f"{name}.meta.json"
-    if not meta.exists():
-        return {}
-    info = json.loads(meta.read_text())
-    if info.get("code_key") != source_key(name, "book", info.get("params") or {}, code_only=True):
-        return {}
-    return {"book": json.loads((runs / f"{name}.json").read_text())}
+    records = current_records(repo_root() / "_build" / "book" / "runs", name, "book")
+    return {} if records is None else {"book": records}
 
 
 def bless(name: str) -> Path:

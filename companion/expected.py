@@ -154,9 +154,9 @@ def check_records(name: str, records: dict[str, float], expected: dict[str, Any]
 
     ``values=False`` checks only the claims (the ``book`` profile: its values are not calibrated).
     """
-    problems = [f"record {k}: not a finite number ({v!r})" for k, v in sorted(records.items())
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
-    finite = {k: v for k, v in records.items() if f"record {k}: not a finite number ({v!r})" not in problems}
+    finite = {k: v for k, v in records.items()
+              if not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)}
+    problems = [f"record {k}: not a finite number ({v!r})" for k, v in sorted(records.items()) if k not in finite]
     if values:
         default_tol = expected.get("default_tol")
         for key, spec in expected["metrics"].items():
@@ -178,11 +178,13 @@ def check_records(name: str, records: dict[str, float], expected: dict[str, Any]
             problems.append(f"metric {key}: recorded but not in the expected file; calibrate the chapter "
                             f"(python -m companion calibrate {name})")
     for item in expected["claims"]:
+        missing = [n for n in claim_names(item["claim"]) if n not in finite]
+        if missing:   # whatever its status, a claim on a missing or non-finite record is a problem
+            problems.append(f"claim {item['claim']!r}: record(s) {missing} missing")
+            continue
         holds, shown, _ = evaluate_claim(item["claim"], finite)
         status = item.get("status", "reproduced")
-        if shown.startswith("record(s)"):
-            problems.append(f"claim {item['claim']!r}: {shown}")
-        elif status == "reproduced" and not holds:
+        if status == "reproduced" and not holds:
             problems.append(f"claim failed: {shown}  ({item['why']})")
         elif status == "not reproduced" and holds:
             problems.append(f"claim now holds although the chapter reports it as not reproduced: {shown}; "

@@ -159,9 +159,33 @@ def run_in_subprocess(name: str, profile: str, out_dir: Path, *, params: dict[st
     cmd = [sys.executable, "-m", "companion", "run", name, "--profile", profile, "--out", str(out_dir)]
     for key, value in (params or {}).items():
         cmd += ["-p", key, repr(value)]
-    stream = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  # closed by the child's exit
-    return subprocess.Popen(cmd, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=stream,
-                            stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen(cmd, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+    with open(log, "w") as stream:   # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, cwd=repo_root(), env={**os.environ, **(env or {})}, stdout=stream,
+                                stderr=subprocess.STDOUT)
+
+
+def current_records(runs: Path, name: str, profile: str) -> dict[str, float] | None:
+    """The records of the run of ``name`` in folder ``runs`` if it ran today's code (``None`` otherwise).
+
+    Today's code: the chapter's code cells, the companion's non-harness files, ``constraints.txt`` and the
+    run's parameters (its meta file's ``code_key``). The chapter's prose does not count.
+    """
+    meta, records = runs / f"{name}.meta.json", runs / f"{name}.json"
+    if not (meta.exists() and records.exists() and (runs / f"{name}.ipynb").exists()):
+        return None
+    info = json.loads(meta.read_text())
+    if info.get("profile") != profile or info.get("code_key") != source_key(name, profile, info.get("params") or {},
+                                                                             code_only=True):
+        return None
+    return json.loads(records.read_text())
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check_chapter(name: str, records: dict[str, float], profile: str = "ci", root: Path | None = None) -> list[str]:

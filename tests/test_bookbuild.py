@@ -55,9 +55,10 @@ def test_cache_key_follows_the_sources_but_not_the_harness(tmp_path, monkeypatch
     for suffix in (".ipynb", ".json"):
         (runs / f"{name}{suffix}").write_text("{}")
     code_key = source_key(name, "book", code_only=True)
-    (runs / f"{name}.meta.json").write_text(json.dumps({"code_key": code_key, "params": {}}))
+    (runs / f"{name}.meta.json").write_text(json.dumps({"profile": "book", "code_key": code_key, "params": {}}))
     assert bookbuild.is_current(runs, name, "book")
-    (runs / f"{name}.meta.json").write_text(json.dumps({"code_key": "0" * 16, "params": {}}))
+    assert not bookbuild.is_current(runs, name, "ci")
+    (runs / f"{name}.meta.json").write_text(json.dumps({"profile": "book", "code_key": "0" * 16, "params": {}}))
     assert not bookbuild.is_current(runs, name, "book")
 
 

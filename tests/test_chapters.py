@@ -10,14 +10,14 @@ import os
 import pytest
 
 from companion import expected
-from companion.regression import check_chapter, chapters, repo_root, run_chapter
+from companion.regression import available_cores, check_chapter, chapters, repo_root, run_chapter
 
 CI_BUDGET_S = 90.0   # per chapter, on a 2-core machine using both cores
 
 
 def budget_s() -> float:
     """The ci budget, scaled up when the run is given fewer torch threads than the cores it has (COMPANION_THREADS)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     threads = int(os.environ.get("COMPANION_THREADS", cores))
     return CI_BUDGET_S * max(1.0, min(cores, 2) / threads)
 OUT = repo_root() / "_build" / "ci" / "runs"
