@@ -291,7 +291,7 @@ def test_unet_mask_pyramid_and_marnet(scanner: Scanner) -> None:
     model = MARNet("G", scanner, 4)
     hist = train_mar(model, data, 30, batch_size=8, lr=1e-3, progress=False)
     assert np.mean(hist.loss[-5:]) < np.mean(hist.loss[:5])
-    assert set(hist.terms) == {"L_Gs", "L_RC", "L_Gi"}
+    assert set(hist.steps) == {"loss", "L_Gs", "L_RC", "L_Gi"}
     assert predict(model, data)["x_out"].shape == (16, 32, 32)
     with pytest.raises(ValueError, match="config"):
         MARNet("Z", scanner)

@@ -14,8 +14,7 @@
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,9 +23,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_images, check_int, check_labels, check_positive
+from ..train import History, Step, frozen, module_device, train_loop
 
-__all__ = ["GANProjection", "InverterHistory", "Projection", "detection_auc", "detection_scores", "encoder_start",
-           "inverter_losses", "latent_recovery_error", "on_manifold_attack", "project", "train_inverter"]
+__all__ = ["GANProjection", "Projection", "detection_auc", "detection_scores", "encoder_start",
+           "inverter_losses", "inverter_step", "latent_recovery_error", "on_manifold_attack", "project", "train_inverter"]
 
 
 def _check_generator(G: nn.Module) -> int:
@@ -207,17 +207,29 @@ def inverter_losses(G: nn.Module, inverter: nn.Module, disc: nn.Module, z: Tenso
     return {"adv": adv, "semantic": semantic, "latent": latent, "disc": d_loss, "mse": err.detach().mean() / x_g[0].numel()}
 
 
-@dataclass
-class InverterHistory:
-    """Per-iteration loss terms of :func:`train_inverter` (floats) and the wall time."""
+def inverter_step(G: nn.Module, inverter: nn.Module, disc: nn.Module, opt_i: torch.optim.Optimizer,
+                  opt_d: torch.optim.Optimizer, *, batch_size: int, generator: torch.Generator, hinge_eta: float = 5.0,
+                  lambda_adv: float = 1.0, lambda_semantic: float = 100.0, lambda_latent: float = 1.0) -> Step:
+    """One data-free step: fresh codes ``z ~ N(0, I)``, the losses of :func:`inverter_losses`, then one Adam
+    step of ``inverter`` on ``λ1 adv + λ2 semantic + λ3 latent`` and (when ``λ1 > 0``) one of ``disc`` on its loss.
+    """
+    d, dev = _check_generator(G), module_device(G)
 
-    adv: list[float] = field(default_factory=list)
-    semantic: list[float] = field(default_factory=list)
-    latent: list[float] = field(default_factory=list)
-    total: list[float] = field(default_factory=list)
-    disc: list[float] = field(default_factory=list)
-    mse: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    def step(idx: Tensor | None) -> dict[str, float]:
+        z = torch.randn(batch_size, d, generator=generator).to(dev)
+        losses = inverter_losses(G, inverter, disc, z, hinge_eta=hinge_eta)
+        total = lambda_adv * losses["adv"] + lambda_semantic * losses["semantic"] + lambda_latent * losses["latent"]
+        opt_i.zero_grad(set_to_none=True)
+        total.backward(inputs=list(inverter.parameters()))
+        opt_i.step()
+        if lambda_adv > 0:  # D's loss uses detached images: its graph does not involve I
+            opt_d.zero_grad(set_to_none=True)
+            losses["disc"].backward(inputs=list(disc.parameters()))
+            opt_d.step()
+        return {"semantic": losses["semantic"].item(), "latent": losses["latent"].item(), "adv": losses["adv"].item(),
+                "disc": losses["disc"].item(), "mse": losses["mse"].item(), "total": total.item()}
+
+    return step
 
 
 def train_inverter(
@@ -236,57 +248,28 @@ def train_inverter(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training the inverter",
-) -> InverterHistory:
+) -> History:
     """Train ``inverter`` to invert the frozen generator ``G`` from codes ``z ~ N(0, I)`` alone (no images).
 
-    Alternating updates per iteration: ``inverter`` one Adam step on ``λ1 adv + λ2 semantic + λ3 latent``
-    of :func:`inverter_losses`, then ``disc`` (real: ``G(z)``, fake: ``G(I(G(z)))``) one Adam step on its
-    loss. The source's ablation (Table 5.7) is ``hinge_eta=0, lambda_adv=0,
-    lambda_semantic=1, lambda_latent=0``. ``G`` must be in eval mode and is never updated;
-    ``inverter`` and ``disc`` are left in eval mode.
+    :func:`inverter_step` in :func:`~companion.train.train_loop`, with Adam for ``inverter`` and ``disc``
+    (real: ``G(z)``, fake: ``G(I(G(z)))``). The source's ablation (Table 5.7) is ``hinge_eta=0,
+    lambda_adv=0, lambda_semantic=1, lambda_latent=0``. ``G`` must be in eval mode and is never updated
+    (its parameters are frozen during the run and restored after); ``inverter`` and ``disc`` are left in
+    eval mode. The :class:`~companion.train.History` holds every loss term per iteration.
     """
-    d = _check_generator(G)
+    _check_generator(G)
     iterations = check_int(iterations, "iterations", minimum=0)
     batch_size = check_int(batch_size, "batch_size")
     check_positive(lr, "lr")
     for name, v in (("lambda_adv", lambda_adv), ("lambda_semantic", lambda_semantic), ("lambda_latent", lambda_latent)):
         check_positive(v, name, allow_zero=True)
     gen = torch.Generator().manual_seed(seed)
-    dev = next(G.parameters()).device
-    frozen = [p.requires_grad for p in G.parameters()]
-    for p in G.parameters():
-        p.requires_grad_(False)
     opt_i = torch.optim.Adam(inverter.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
-    hist = InverterHistory()
-    start = time.perf_counter()
-    inverter.train()
-    disc.train()
-    try:
-        bar = tqdm(range(iterations), desc=desc, disable=not progress)
-        for it in bar:
-            z = torch.randn(batch_size, d, generator=gen).to(dev)
-            losses = inverter_losses(G, inverter, disc, z, hinge_eta=hinge_eta)
-            total = lambda_adv * losses["adv"] + lambda_semantic * losses["semantic"] + lambda_latent * losses["latent"]
-            opt_i.zero_grad(set_to_none=True)
-            total.backward(inputs=list(inverter.parameters()))
-            opt_i.step()
-            if lambda_adv > 0:  # D's loss uses detached images: its graph does not involve I
-                opt_d.zero_grad(set_to_none=True)
-                losses["disc"].backward(inputs=list(disc.parameters()))
-                opt_d.step()
-            for key in ("adv", "semantic", "latent", "disc", "mse"):
-                getattr(hist, key).append(losses[key].item())
-            hist.total.append(total.item())
-            if it % 50 == 0:
-                bar.set_postfix(semantic=f"{np.mean(hist.semantic[-50:]):.2f}", latent=f"{np.mean(hist.latent[-50:]):.2f}")
-    finally:
-        for p, flag in zip(G.parameters(), frozen):
-            p.requires_grad_(flag)
-        inverter.eval()
-        disc.eval()
-    hist.seconds = time.perf_counter() - start
-    return hist
+    step = inverter_step(G, inverter, disc, opt_i, opt_d, batch_size=batch_size, generator=gen, hinge_eta=hinge_eta,
+                         lambda_adv=lambda_adv, lambda_semantic=lambda_semantic, lambda_latent=lambda_latent)
+    with frozen(G):
+        return train_loop(step, [inverter, disc], generator=gen, steps=iterations, desc=desc, progress=progress)
 
 
 def latent_recovery_error(G: nn.Module, inverter: nn.Module, z: Tensor) -> Tensor:
