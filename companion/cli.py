@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     times = sub.add_parser("runtimes", help="the README's runtime table from the last ci and book builds")
     times.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
     args = parser.parse_args(argv)
+    named = [args.chapter] if hasattr(args, "chapter") else getattr(args, "chapters", [])
+    known = regression.chapters() if named else {}
+    for name in named:
+        if name not in known:   # argparse's error: the usage and the message on stderr, exit status 2
+            parser.error(f"unknown chapter {name!r}; the table of contents lists {', '.join(sorted(known))}")
 
     if args.command == "list":
         for name, path in regression.chapters().items():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_int, check_positive
-from .attacks import _norms, project_l2_ball
+from .attacks import per_sample_norms, project_l2_ball
 from .inverse import LinearOperator, MatrixOperator
 from .train import History, Step, frozen, module_device, train_loop
 
@@ -240,7 +240,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     with the largest ℓ2 error and that error.
     """
     delta = torch.randn(y.shape, generator=generator).to(y)
-    delta = 0.1 * eps * delta / _norms(delta)
+    delta = 0.1 * eps * delta / per_sample_norms(delta)
     best = torch.full((len(y),), -1.0, dtype=y.dtype, device=y.device)
     best_delta = delta.clone()
     for step_index in range(steps + 1):
@@ -252,7 +252,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
         if step_index == steps:
             break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / _norms(grad), eps)
+        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / per_sample_norms(grad), eps)
     return best_delta, best
 
 

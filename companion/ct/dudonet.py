@@ -175,8 +175,12 @@ def train_mar(net: MARNet, data: MARData, steps: int, batch_size: int = 8, lr: f
 
 
 @torch.no_grad()
-def predict(net: MARNet, data: MARData, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Outputs of ``net`` (eval mode) for all pairs of ``data``, concatenated."""
+def mar_outputs(net: MARNet, data: MARData, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """All outputs of ``net`` (eval mode; the dict of :meth:`MARNet.forward`) for all pairs of ``data``, concatenated.
+
+    Not a classifier's labels (that is :func:`companion.metrics.predict`): the corrected sinograms and images.
+    """
     net.eval()
-    parts = [net(data[s: s + batch_size]) for s in range(0, len(data), batch_size)]
+    dev = module_device(net)
+    parts = [net(data[s: s + batch_size].to(dev)) for s in range(0, len(data), batch_size)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

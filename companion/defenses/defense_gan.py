@@ -22,20 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validate import check_choice, check_images, check_int, check_labels, check_positive
+from .._validate import check_choice, check_images, check_int, check_positive
+from .._validate import check_generator as _check_generator
 from ..train import History, Step, frozen, module_device, train_loop
 
 __all__ = ["GANProjection", "Projection", "detection_auc", "detection_scores", "encoder_start",
-           "inverter_losses", "inverter_step", "latent_recovery_error", "on_manifold_attack", "project", "train_inverter"]
-
-
-def _check_generator(G: nn.Module) -> int:
-    if not isinstance(G, nn.Module) or not hasattr(G, "latent_dim"):
-        raise TypeError(f"G must be a generator module with a latent_dim attribute, got {type(G).__name__}")
-    if G.training:
-        raise ValueError("G is in training mode: call G.eval() first (BatchNorm must use its running statistics, "
-                         "otherwise each image's projection depends on the rest of the batch)")
-    return int(G.latent_dim)
+           "inverter_losses", "inverter_step", "latent_recovery_error", "per_image_normal", "project", "train_inverter"]
 
 
 @dataclass
@@ -112,18 +104,24 @@ def _project_chunk(G: nn.Module, x: Tensor, z0: Tensor, steps: int, lr: float, o
 
 
 def encoder_start(inverter: nn.Module, x: Tensor, restarts: int = 1, sigma: float = 0.3,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, *, draws: Tensor | None = None) -> Tensor:
     """InvGAN's starting codes (Algorithm 5.1): ``z_0^(r) = I(x) + τ_r``, ``τ_r ~ N(0, σ² I)``, ``τ_1 = 0``.
 
     Returns ``(restarts, B, d)``. The first restart is the encoder's guess itself, so ``R = 1``
-    is the deterministic encoder start.
+    is the deterministic encoder start. ``τ_r = σ ε_r`` with standard normal ``ε`` of shape
+    ``(restarts, B, d)``: ``draws`` when given (e.g. :func:`per_image_normal`), else drawn from ``generator``.
     """
     check_images(x, "x")
     restarts = check_int(restarts, "restarts")
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     with torch.no_grad():
         z = inverter(x)
-    noise = torch.randn(restarts, *z.shape, generator=generator).to(z.device) * sigma
+    if draws is None:
+        draws = torch.randn(restarts, *z.shape, generator=generator)
+    elif not isinstance(draws, Tensor) or tuple(draws.shape) != (restarts, *z.shape):
+        shape = tuple(draws.shape) if isinstance(draws, Tensor) else type(draws).__name__
+        raise ValueError(f"draws must have shape (restarts, B, d) = {(restarts, *z.shape)}, got {shape}")
+    noise = draws.to(z.device) * sigma
     noise[0] = 0.0
     return z.unsqueeze(0) + noise
 
@@ -144,7 +142,8 @@ class GANProjection(nn.Module):
 
     The random starts of each image come from :func:`per_image_normal`, seeded by ``seed`` and the image
     itself, so a given input is always projected the same way, whatever batch it comes in (the defense
-    is deterministic, as in the source's evaluation), while different images get different starts.
+    is deterministic, as in the source's evaluation), while different images get different starts;
+    InvGAN turns those draws into :func:`encoder_start`'s codes around ``I(x)``.
     :meth:`project` returns the full :class:`Projection`. Use ``Preprocessed(projection, model)``
     for the defended classifier and ``bpda(projection)`` for the straight-through attack.
     """
@@ -167,13 +166,7 @@ class GANProjection(nn.Module):
         check_images(x, "x")
         d = _check_generator(self.G)
         draws = per_image_normal(x, self.restarts, d, self.seed)
-        if self.inverter is not None:
-            with torch.no_grad():
-                z = self.inverter(x)
-            draws[0] = 0.0                                   # the first restart is the encoder's guess
-            z0 = z.unsqueeze(0) + self.sigma * draws
-        else:
-            z0 = draws
+        z0 = draws if self.inverter is None else encoder_start(self.inverter, x, self.restarts, self.sigma, draws=draws)
         return project(self.G, x, restarts=self.restarts, steps=self.steps, lr=self.lr, optimizer=self.optimizer, z0=z0,
                        batch_size=self.batch_size, progress=progress)
 
@@ -309,34 +302,3 @@ def detection_auc(scores_clean: Tensor, scores_adv: Tensor) -> float:
             raise ValueError(f"{name} must be a non-empty 1-D tensor of scores")
     labels = np.r_[np.zeros(len(scores_clean)), np.ones(len(scores_adv))]
     return float(roc_auc_score(labels, torch.cat([scores_clean, scores_adv]).detach().cpu().double().numpy()))
-
-
-# --------------------------------------------------------------------------- an on-manifold attack
-def on_manifold_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0: Tensor, *, c: float = 1.0,
-                       steps: int = 100, lr: float = 0.05) -> Tensor:
-    """The simple on-manifold attack of eq. 5.13: ``x_adv = G(z*)``,
-    ``z* = argmin_z ‖x − G(z)‖²₂ + c · max(Z_y − max_{i≠y} Z_i, 0)`` on the logits ``Z`` of ``model(G(z))``.
-
-    Adam from ``z0`` ``(B, d)`` (e.g. the encoder's ``I(x)``). The result lies exactly on the generator's
-    range, so a perfect projection would return it unchanged.
-    """
-    d = _check_generator(G)
-    check_images(x, "x")
-    y = check_labels(y, x.shape[0], "y").to(x.device)
-    check_positive(c, "c")
-    steps = check_int(steps, "steps")
-    if not isinstance(z0, Tensor) or tuple(z0.shape) != (x.shape[0], d):
-        raise ValueError(f"z0 must have shape (B, {d})")
-    z = z0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=check_positive(lr, "lr"))
-    with torch.enable_grad():
-        for _ in range(steps):
-            img = G(z)
-            logits = model(img)
-            true = logits.gather(1, y[:, None]).squeeze(1)
-            other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-            loss = ((img - x).pow(2).flatten(1).sum(1) + c * (true - other).clamp(min=0)).sum()
-            (z.grad,) = torch.autograd.grad(loss, z)
-            opt.step()
-    with torch.no_grad():
-        return G(z).clamp(0, 1)
