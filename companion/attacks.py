@@ -37,7 +37,7 @@ from ._validate import check_choice, check_generator, check_images, check_int, c
 Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
-__all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "on_manifold_attack",
+__all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "on_manifold_attack",
            "per_sample_norms", "pgd", "project_l2_ball", "run_attack"]
 
 
@@ -105,6 +105,19 @@ def _loss_grad(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = _logits(model, x, y)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
     return grad, logits.detach()
+
+
+def ascent_step(z: Tensor, grad: Tensor, step_size: float, project: Callable[[Tensor], Tensor], *,
+                sign: bool = False) -> Tensor:
+    """One step of projected gradient ascent, the core of every PGD-type loop in the book: ``Π(z + α·d)``.
+
+    ``d = sign(g)`` (steepest ascent in ℓ∞) or ``d = g / ‖g‖₂`` per sample (steepest ascent in ℓ2);
+    ``project`` maps the step back onto the feasible set. Used by :func:`pgd` (images, cross-entropy),
+    :func:`companion.recon.pga_perturbation` (measurements, reconstruction error) and the perturbation
+    player of :func:`companion.recon.fit_linear_alternating`.
+    """
+    d = grad.sign() if sign else grad / per_sample_norms(grad)
+    return project(z + step_size * d)
 
 
 def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
@@ -203,8 +216,7 @@ def pgd(
         x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
     for _ in range(steps):
         g, logits = _loss_grad(model, x_adv, y)
-        d = g.sign() if norm == "linf" else g / per_sample_norms(g)
-        stepped = _project(x_adv + alpha * d, x, eps, norm)
+        stepped = ascent_step(x_adv, g, alpha, lambda v: _project(v, x, eps, norm), sign=norm == "linf")
         if early_stop:
             still_correct = logits.argmax(1) == y
             if not still_correct.any():

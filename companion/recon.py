@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_int, check_positive
-from .attacks import per_sample_norms, project_l2_ball
+from .attacks import ascent_step, per_sample_norms, project_l2_ball
 from .inverse import LinearOperator, MatrixOperator
 from .train import History, Step, frozen, module_device, train_loop
 
@@ -135,7 +135,7 @@ def fit_linear_alternating(A: torch.Tensor, lam: float, eps: float, *, steps: in
         d = delta.clone().requires_grad_(True)
         adv = (((y + d) @ B.detach().T - x) ** 2).sum(1).mean()
         (grad,) = torch.autograd.grad(adv, d)
-        delta = project_l2_ball(d.detach() + 0.5 * eps * grad / grad.norm().clamp_min(1e-12), eps)
+        delta = ascent_step(d.detach(), grad, 0.5 * eps, lambda v: project_l2_ball(v, eps))   # δ has one sample
         loss = ((y @ B.T - x) ** 2).sum(1).mean() + lam * (((y + delta) @ B.T - x) ** 2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -252,7 +252,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
         if step_index == steps:
             break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / per_sample_norms(grad), eps)
+        delta = ascent_step(delta.detach(), grad, 2.5 * eps / steps, lambda v: project_l2_ball(v, eps))
     return best_delta, best
 
 
