@@ -8,11 +8,13 @@ JOBS   ?= 1
 PIP    := $(BIN)/pip install --quiet -c constraints.txt
 CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -not -path 'book/appendix/*' -path 'book/*/*')
 
-.PHONY: setup book test unit regression notebooks clean weights bench calibrate
+.PHONY: setup book test unit regression notebooks clean weights bench calibrate release-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch torchvision
+	@# the distribution was called "companion" before it became robust-imaging-companion: drop that old install
+	$(BIN)/pip uninstall --quiet --yes companion 2>/dev/null || true
 	$(PIP) -e ".[book,test]"
 	touch $(STAMP)
 
@@ -52,6 +54,11 @@ weights: $(STAMP)
 ## bench: speed of the companion's Radon transform and FBP against scikit-image (not part of the tests)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ct_speed.py
+
+## release-check: the version in pyproject.toml, CITATION.cff and CHANGELOG.md agree; CITATION.cff has the
+## required keys; the licence files exist (tests/test_release.py, also part of make unit and make test)
+release-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_release.py
 
 clean:
 	rm -rf _build

@@ -13,8 +13,17 @@ Notebooks explain; this package computes, one home per method (README, section "
   :mod:`companion.expected`, :mod:`companion.regression`, :mod:`companion.calibration`,
   :mod:`companion.bookbuild`, :mod:`companion.cli`.
 """
+from importlib.metadata import PackageNotFoundError, version as _version
+
 from .record import record, use_records_file
 from .utils import device, seed_everything, set_threads
 
 __all__ = ["device", "record", "seed_everything", "set_threads", "use_records_file"]
-__version__ = "0.1.0"
+
+# The version is written in pyproject.toml only and read here from the installed distribution's metadata
+# (an editable install records it at install time: `make setup` reinstalls when pyproject.toml changes).
+# Imported from a source tree that was never installed, the version is unknown.
+try:
+    __version__ = _version("robust-imaging-companion")
+except PackageNotFoundError:
+    __version__ = "0+unknown"
