@@ -20,7 +20,9 @@ def _project() -> dict:
     except ModuleNotFoundError:   # Python 3.10: read the two keys the tests need
         text = (ROOT / "pyproject.toml").read_text()
         section = text.split("[project]", 1)[1].split("\n[", 1)[0]
-        return dict(re.findall(r'^(name|version|license)\s*=\s*"([^"]*)"', section, re.M))
+        found = dict(re.findall(r'^(name|version)\s*=\s*"([^"]*)"', section, re.M))
+        licence = re.search(r'^license\s*=\s*\{\s*text\s*=\s*"([^"]*)"', section, re.M)
+        return found | ({"license": {"text": licence.group(1)}} if licence else {})
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -70,7 +72,7 @@ def test_installed_version_is_pyprojects():
 
 
 def test_licences():
-    assert _project()["license"] == "MIT" == _citation()["license"]
+    assert _project()["license"] == {"text": "MIT"} and _citation()["license"] == "MIT"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     text = (ROOT / "LICENSE-text.md").read_text()
     assert "CC BY 4.0" in text and "https://creativecommons.org/licenses/by/4.0/legalcode" in text
