@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 ## book: execute every chapter with papermill (profile "book", cached in _build/book/runs, JOBS=N at once),
-## check its claims, generate the reproducibility appendix, build the HTML into _build/book/_build/html
+## check its claims, generate the reproducibility and API appendices, build the HTML into _build/book/_build/html
 book: $(STAMP)
 	$(BIN)/python -m companion book --profile book --jobs $(JOBS)
 

@@ -7,20 +7,28 @@
 2. Its records are checked against the claims' statuses (and, in the ``ci`` profile, the calibrated values);
    a broken "reproduced" claim fails the build.
 3. The book is staged with the executed notebooks in place of the sources, the reproducibility appendix is
-   generated from this build's records, and Jupyter Book renders it with execution off.
+   generated from this build's records, the API reference from the package's code (:func:`api_page`), and
+   Jupyter Book renders it with execution off, warnings as errors and nitpicky (``-W -n``).
 4. :func:`check_html` verifies the pages: tables are HTML tables, the math script is local, no injected
    parameters cell or build path shows.
 """
 from __future__ import annotations
 
+import ast
 import datetime
 import html as _html
+import importlib
+import inspect
 import json
+import os
+import pkgutil
 import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
@@ -29,6 +37,7 @@ from .regression import (CELL_TIMEOUT_S, available_cores, chapters, current_reco
                          run_in_subprocess)
 
 APPENDIX = "book/appendix/reproducibility"
+API = "book/appendix/api"
 BUDGET_S = {"ci": 90, "book": 300}
 
 
@@ -150,11 +159,12 @@ def mathjax_dir() -> Path:
     return path
 
 
-def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
+def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None = None) -> Path:
     """A copy of the book at ``dest`` with each chapter's executed notebook in place of its MyST source.
 
     Only changed files are written. The config turns execution off and points MathJax at a local copy;
-    papermill's injected parameters cell is hidden; ``appendix`` (Markdown) replaces the appendix page.
+    papermill's injected parameters cell is hidden; ``appendix`` and ``api`` (Markdown) replace the
+    placeholders of the reproducibility appendix and of the API reference (:func:`api_page`).
     """
     root = repo_root()
     dest.mkdir(parents=True, exist_ok=True)
@@ -175,6 +185,9 @@ def stage(runs: Path, dest: Path, appendix: str | None = None) -> Path:
         elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
             target = dest / rel
             _write_if_changed(target, appendix.encode())
+        elif api is not None and rel.with_suffix("").as_posix() == API:
+            target = dest / rel
+            _write_if_changed(target, api.encode())
         else:
             target = dest / rel
             _write_if_changed(target, src.read_bytes())
@@ -259,6 +272,259 @@ def appendix_page(profile: str, runs: dict[str, Path], env: dict[str, str], thre
     return "\n".join(lines)
 
 
+def api_modules() -> dict[str, ModuleType]:
+    """Every module of the package, imported, the package first and each subpackage before its modules.
+
+    ``companion.__main__`` is left out: importing it runs the command line.
+    """
+    package = importlib.import_module(__package__)
+    names = [__package__] + [m.name for m in pkgutil.walk_packages(package.__path__, f"{__package__}.")
+                             if m.name.rsplit(".", 1)[-1] != "__main__"]
+    return {name: importlib.import_module(name) for name in names}
+
+
+def public_names(module: ModuleType) -> list[str]:
+    """The module's public API: its ``__all__``; without one, the functions, classes and UPPER_CASE constants
+    its source defines at top level whose names do not start with an underscore, in source order."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    names = []
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()]
+    return [n for n in dict.fromkeys(names) if not n.startswith("_")]
+
+
+@dataclass
+class ApiEntry:
+    """One documented public name, at its home: the module that defines it (see :func:`api_entries`)."""
+
+    module: str
+    name: str
+    kind: str                     # "class", "function" or "data"
+    exported_by: list[str] = field(default_factory=list)   # the other modules that list it in their API
+    used_in: list[str] = field(default_factory=list)       # chapter names
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+def api_entries(modules: dict[str, ModuleType] | None = None) -> dict[str, list[ApiEntry]]:
+    """Module name -> the entries documented in its section, each public name once.
+
+    A name is documented at its home: a class or function in the module that defines it (when that module
+    lists it as public), a constant in the deepest module that lists the same object; a package that
+    re-exports it (``companion.ct.FanBeam``) links to it.
+    """
+    modules = modules or api_modules()
+    public = {m: public_names(mod) for m, mod in modules.items()}
+    entries: dict[str, list[ApiEntry]] = {m: [] for m in modules}
+    homes: dict[tuple[int, str], ApiEntry] = {}
+    for m, mod in modules.items():
+        for name in public[m]:
+            obj = getattr(mod, name)
+            if (id(obj), name) in homes:
+                continue
+            where = [m2 for m2, names in public.items() if name in names and getattr(modules[m2], name, None) is obj]
+            defined = getattr(obj, "__module__", None) if inspect.isclass(obj) or inspect.isroutine(obj) else None
+            home = defined if defined in where else max(where, key=lambda m2: m2.count("."))
+            kind = "class" if inspect.isclass(obj) else "function" if inspect.isroutine(obj) else "data"
+            entry = ApiEntry(home, name, kind, exported_by=[m2 for m2 in where if m2 != home])
+            entries[home].append(entry)
+            homes[(id(obj), name)] = entry
+    # in the order of the home module's own list
+    for m, es in entries.items():
+        es.sort(key=lambda e: public[m].index(e.name))
+    return entries
+
+
+def _code_cells(source: Path) -> list[str]:
+    """The code cells of a MyST notebook, IPython magics and shell lines turned into ``pass``."""
+    import jupytext
+
+    cells = []
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type == "code":
+            cells.append("\n".join(re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in cell.source.splitlines()))
+    return cells
+
+
+def chapter_uses(source: Path, modules: dict[str, ModuleType] | None = None) -> set[tuple[int, str]]:
+    """``(id(object), name)`` of every companion object a chapter's code imports or reaches as an attribute.
+
+    ``from companion.ct import FanBeam`` and ``companion.ct.FanBeam(...)`` both count, as does
+    ``pretrained.load(...)`` after ``from companion import pretrained``.
+    """
+    modules = modules or api_modules()
+    package = modules[__package__]
+    trees = [ast.parse(code, filename=str(source)) for code in _code_cells(source)]
+    bound: dict[str, object] = {}
+    used: set[tuple[int, str]] = set()
+
+    def ours(module: str | None) -> bool:
+        return module is not None and (module == __package__ or module.startswith(f"{__package__}."))
+
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if ours(alias.name):
+                        if alias.asname:
+                            bound[alias.asname] = importlib.import_module(alias.name)
+                        else:
+                            bound[alias.name.split(".")[0]] = package
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and ours(node.module):
+                mod = importlib.import_module(node.module)
+                for alias in node.names:
+                    obj = getattr(mod, alias.name, None)
+                    if obj is None:
+                        obj = importlib.import_module(f"{node.module}.{alias.name}")
+                    bound[alias.asname or alias.name] = obj
+                    used.add((id(obj), alias.name))
+    for tree in trees:
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            chain, base = [], node
+            while isinstance(base, ast.Attribute):
+                chain.insert(0, base.attr)
+                base = base.value
+            if not isinstance(base, ast.Name) or base.id not in bound:
+                continue
+            obj = bound[base.id]
+            for attr in chain:
+                obj = getattr(obj, attr, None)
+            if obj is not None:
+                used.add((id(obj), chain[-1]))
+    return used
+
+
+def api_usage(root: Path | None = None, modules: dict[str, ModuleType] | None = None) -> dict[str, list[ApiEntry]]:
+    """:func:`api_entries` with each entry's ``used_in``: the chapters whose code imports or uses it."""
+    modules = modules or api_modules()
+    entries = api_entries(modules)
+    by_object: dict[tuple[int, str], ApiEntry] = {}
+    for m, es in entries.items():
+        for e in es:
+            by_object[(id(getattr(modules[e.module], e.name)), e.name)] = e   # the same object where re-exported
+    for name, source in chapters(root).items():
+        for key in chapter_uses(source, modules):
+            if key in by_object and name not in by_object[key].used_in:
+                by_object[key].used_in.append(name)
+    return entries
+
+
+def _comments(module: ModuleType) -> dict[str, str]:
+    """UPPER_CASE constant -> the comment that explains it in the module's source: the comment lines right above
+    its assignment, or the comment at the end of its first line."""
+    import io
+    import tokenize
+
+    source = inspect.getsource(module)
+    lines = source.splitlines()
+    inline = {tok.start[0]: tok.string.lstrip("#").strip()
+              for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+              if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1][:tok.start[1]].strip()}
+    out = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
+            continue
+        above, n = [], node.lineno - 1
+        while n >= 1 and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, lines[n - 1].strip().lstrip("#").strip())
+            n -= 1
+        text = " ".join(above) or inline.get(node.lineno, "")
+        for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            if isinstance(t, ast.Name) and text:
+                out[t.id] = text
+    return out
+
+
+def _rst_text(text: str) -> str:
+    """Plain text (a source comment) as reST that shows it verbatim."""
+    return re.sub(r"([\\`*|_<>\[\]])", r"\\\1", text)
+
+
+def _summary(module: ModuleType) -> str:
+    """The first paragraph of a module's docstring on one line, its cross-references shown as literals
+    (the summary table has no current module to resolve them against)."""
+    first = (inspect.getdoc(module) or "").split("\n\n")[0].replace("\n", " ").strip()
+    return re.sub(r":(?:\w+:)?\w+:`~?([^`]+)`", lambda m: f"``{m.group(1)}``", first)
+
+
+def api_page(root: Path | None = None) -> str:
+    """The API reference appendix: every module of the package, its public names with their docstrings
+    (Sphinx autodoc) and, for each name, links to the chapters that use it.
+
+    Generated from the code when the book is built (:func:`build`), like the reproducibility appendix; the
+    page in the repository is a placeholder. The Markdown holds reST (``eval-rst``) blocks of autodoc directives.
+    A name a package re-exports gets a short entry there that points to its home, so that both
+    ``companion.ct.FanBeam`` and ``companion.ct.fan.FanBeam`` are targets of cross-references.
+    """
+    root = root or repo_root()
+    modules = api_modules()
+    entries = api_usage(root, modules)
+    docs = {name: "/" + source.relative_to(root).with_suffix("").as_posix() for name, source in chapters(root).items()}
+    reexported = {m: [e for es in entries.values() for e in es if m in e.exported_by] for m in modules}
+
+    def links(names) -> str:
+        return ", ".join(f":doc:`{docs[n]}`" for n in sorted(set(names), key=list(docs).index))
+
+    lines = [
+        "# API reference", "",
+        "This page is generated from the companion package's code and docstrings when the book is built "
+        "(`make book`); it is never edited by hand. Each module's public API is the list in its `__all__` or, "
+        "without one, the functions, classes and UPPER_CASE constants it defines. A name is documented once, in "
+        "the module that defines it; a package that re-exports it points there. *Used in* names the chapters whose "
+        "code imports or calls it.", "",
+        "```{eval-rst}",
+        ".. list-table::", "   :header-rows: 1", "   :widths: 25 50 25", "",
+        "   * - module", "     - what it holds", "     - its names are used in",
+    ]
+    for m, mod in modules.items():
+        used = [c for e in entries[m] + reexported[m] for c in e.used_in]
+        lines += [f"   * - :py:mod:`{m}`", f"     - {_summary(mod)}", f"     - {links(used) or '--'}"]
+    lines += ["```", ""]
+    for m, mod in modules.items():
+        comments = _comments(mod)
+        lines += [f"## `{m}`", "", "```{eval-rst}", f".. automodule:: {m}", "   :no-members:", ""]
+        for e in reexported[m]:
+            note = f"Re-exported from :py:mod:`{e.module}`: see :py:obj:`{e.target}`."
+            if f"{m}.{e.name}" in modules:   # companion.record, the function, hides the module of that name
+                lines += [f"``{m}.{e.name}``: {note}", ""]
+            else:
+                lines += [f".. py:{e.kind}:: {e.name}", f"   :module: {m}", "   :no-index-entry:", "   :no-contents-entry:",
+                          "", f"   {note}", ""]
+        for e in entries[m]:
+            used = f"*Used in:* {links(e.used_in)}." if e.used_in else "*Used in:* no chapter."
+            if e.kind == "data":
+                typ = type(getattr(mod, e.name))   # shown unless private (a typing alias's class)
+                shown = typ.__name__ if typ.__module__ == "builtins" else f"{typ.__module__}.{typ.__qualname__}"
+                lines += [f".. py:data:: {e.name}", f"   :module: {m}",
+                          *([f"   :type: {shown}"] if not re.search(r"(^|\.)_", shown) else []), ""]
+                if e.name in comments:
+                    lines += [f"   {_rst_text(comments[e.name])}", ""]
+            elif e.kind == "class":
+                lines += [f".. autoclass:: {e.target}", "   :members:", "   :undoc-members:", "   :show-inheritance:", ""]
+            else:
+                lines += [f".. autofunction:: {e.target}", ""]
+            lines += [f"   {used}", ""]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def sphinx_env(root: Path | None = None) -> dict[str, str]:
+    """The environment of the ``jupyter-book build`` subprocess: autodoc must import the package of this
+    checkout (the one :func:`api_page` read), not whichever one the virtual environment has installed."""
+    root = root or repo_root()
+    path = [str(root), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def check_html(html_dir: Path) -> list[str]:
     """Problems of a built book: Markdown tables left as text, math from a CDN, injected parameters or build paths shown."""
     problems = []
@@ -304,9 +570,9 @@ def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, log=
     all_runs = {profile: runs, **({other: root / "_build" / other / "runs"} if (root / "_build" / other / "runs").exists() else {})}
     threads = max(1, available_cores() // max(1, jobs))
     page = appendix_page(profile, all_runs, environment_summary(), threads)
-    src = stage(runs, out / "src", appendix=page)
+    src = stage(runs, out / "src", appendix=page, api=api_page(root))
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(out), "-W", "-n", "--keep-going"]
-    built = subprocess.run(cmd, cwd=root)
+    built = subprocess.run(cmd, cwd=root, env=sphinx_env(root))
     html_dir = out / "_build" / "html"
     html_problems = check_html(html_dir) if built.returncode == 0 else ["jupyter-book build failed (see above)"]
     for p in html_problems:

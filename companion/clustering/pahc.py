@@ -2,7 +2,7 @@
 
 For each point x_i a linear SVM separates its K nearest neighbours V_K(x_i) (x_i included) from the
 far points of its neighbour list (ranks K' onward). The asymmetric score of a set S on the hyperplane
-(w_i, b_i) is H_i(S) = (1/|S|) sum_{x in S} (w_i^T x + b_i) = w_i^T mean(S) + b_i, and
+(w_i, b_i) is ``H_i(S) = (1/|S|) sum_{x in S} (w_i^T x + b_i) = w_i^T mean(S) + b_i``, and
 
     s_PA(x_i, x_j) = [H_i(V_K(x_j)) + H_j(V_K(x_i))] / 2,        (eq. 2.5)
 

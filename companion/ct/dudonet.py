@@ -85,11 +85,11 @@ class UNet(nn.Module):
 
 
 class MARNet(nn.Module):
-    """One configuration of :data:`CONFIGS` ("G" is the full DuDoNet) for a given :class:`Scanner`.
+    """One configuration of :data:`CONFIGS` ("G" is the full DuDoNet) for a given :class:`~companion.ct.simulate.Scanner`.
 
-    ``forward(batch)`` takes a :class:`MARData` and returns a dict with ``y_out`` and ``x_hat`` (when
-    there is a sinogram network) and ``x_out`` (when there is an image network). The final image is
-    :meth:`image`: ``x_out`` if present, else ``x_hat``.
+    ``forward(batch)`` takes a :class:`~companion.ct.simulate.MARData` and returns a dict with ``y_out`` and
+    ``x_hat`` (when there is a sinogram network) and ``x_out`` (when there is an image network). The final
+    image is :meth:`image`: ``x_out`` if present, else ``x_hat``.
     """
 
     def __init__(self, config: str, scanner: Scanner, width: int = 8) -> None:
