@@ -6,11 +6,12 @@
    unchanged; the page shows today's prose (:func:`with_current_prose`).
 2. Its records are checked against the claims' statuses (and, in the ``ci`` profile, the calibrated values);
    a broken "reproduced" claim fails the build.
-3. The book is staged with the executed notebooks in place of the sources, the reproducibility appendix is
-   generated from this build's records, the API reference from the package's code (:func:`api_page`), and
-   Jupyter Book renders it with execution off, warnings as errors and nitpicky (``-W -n``).
+3. The book is staged with the executed notebooks in place of the sources (each captioned image in a cell of
+   its own, :func:`figures_on_their_images`), the reproducibility appendix is generated from this build's
+   records, the API reference from the package's code (:func:`api_page`), and Jupyter Book renders it with
+   execution off, warnings as errors and nitpicky (``-W -n``).
 4. :func:`check_html` verifies the pages: tables are HTML tables, the math script is local, no injected
-   parameters cell or build path shows.
+   parameters cell or build path shows, every image has alt text.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
 
@@ -54,8 +56,16 @@ def is_current(runs: Path, name: str, profile: str) -> bool:
     return current_records(runs, name, profile) is not None
 
 
+RUN_METADATA = ("execution", "papermill")   # what nbclient and papermill write into a cell's metadata when it runs
+
+
 def with_current_prose(executed: dict, source: Path) -> dict:
-    """The executed notebook with the Markdown cells of today's ``source`` (its code cells must be unchanged)."""
+    """The executed notebook with the Markdown cells and the code-cell metadata of today's ``source``.
+
+    The code cells must be unchanged; each keeps its outputs and the metadata the run wrote
+    (:data:`RUN_METADATA`), and takes everything else (tags, ``mystnb`` captions and alt text) from today's
+    source, so that editing a caption does not need a new run.
+    """
     import jupytext
 
     current = jupytext.read(source)
@@ -71,12 +81,62 @@ def with_current_prose(executed: dict, source: Path) -> dict:
         done_source = "".join(done["source"]) if done is not None and isinstance(done["source"], list) else (done or {}).get("source")
         if done_source != cell.source:
             raise ValueError(f"{source}: the executed notebook's code differs from the source; run the chapter again")
-        cells.append(done)
-        if "parameters" in done.get("metadata", {}).get("tags", []):
+        ran_metadata = done.get("metadata", {})
+        metadata = {**json.loads(json.dumps(cell.metadata)), **{k: ran_metadata[k] for k in RUN_METADATA if k in ran_metadata}}
+        cells.append({**done, "metadata": metadata})
+        if "parameters" in metadata.get("tags", []):
             cells += injected   # papermill's cell goes right after the parameters cell
     if ran:
         raise ValueError(f"{source}: the executed notebook has more code cells than the source; run the chapter again")
     return {**executed, "cells": cells}
+
+
+def _is_image(output: dict) -> bool:
+    return output.get("output_type") in ("display_data", "execute_result") and any(
+        mime.startswith("image/") for mime in output.get("data", {}))
+
+
+def _is_shown(output: dict) -> bool:
+    """A display output MyST-NB renders (glue records with a MIME prefix are removed from the page)."""
+    return (output.get("output_type") in ("display_data", "execute_result")
+            and not output.get("metadata", {}).get("scrapbook", {}).get("mime_prefix"))
+
+
+def figures_on_their_images(nb: dict) -> dict:
+    """Put each image of a captioned code cell into a cell of its own, so that the caption belongs to the image.
+
+    MyST-NB wraps *every* display output of a cell with ``mystnb.figure`` metadata in a figure with that caption
+    and name: a progress bar or a results table of the same cell would become a captioned figure too, and two
+    figures would share one name. A captioned cell whose only shown output is one image is left alone. Otherwise
+    its images move, in order, into input-less cells right after it (tags ``remove-input``, the cell's tags and
+    ``mystnb.image`` options); the last of them carries the caption and the name. The cell itself keeps its
+    source and other outputs and loses the ``figure`` options. A captioned cell without any image loses them too,
+    so that a reference to the missing figure fails the build instead of pointing at another output.
+    """
+    cells = []
+    for cell in nb["cells"]:
+        options = cell.get("metadata", {}).get("mystnb", {})
+        outputs = cell.get("outputs", [])
+        if cell.get("cell_type") != "code" or "figure" not in options:
+            cells.append(cell)
+            continue
+        images = [o for o in outputs if _is_image(o)]
+        if len(images) == 1 and all(_is_image(o) for o in outputs if _is_shown(o)):
+            cells.append(cell)
+            continue
+        rest = {k: v for k, v in options.items() if k != "figure"}
+        metadata = {k: v for k, v in cell["metadata"].items() if k != "mystnb"}
+        cells.append({**cell, "metadata": {**metadata, **({"mystnb": rest} if rest else {})},
+                      "outputs": [o for o in outputs if not _is_image(o)]})
+        tags = [t for t in metadata.get("tags", []) if t not in ("parameters", "injected-parameters")]
+        for k, image in enumerate(images):
+            shown = {**rest, **({"figure": options["figure"]} if k == len(images) - 1 else {})}
+            new = {"cell_type": "code", "execution_count": None, "source": "", "outputs": [image],
+                   "metadata": {"tags": [*tags, "remove-input"], "mystnb": shown}}
+            if "id" in cell:   # nbformat 4.5: every cell has a unique id
+                new["id"] = f"{cell['id'][:54]}-image-{k}"
+            cells.append(new)
+    return {**nb, "cells": cells}
 
 
 def execute_all(profile: str, runs: Path, jobs: int = 1, log=print) -> None:
@@ -180,7 +240,7 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
             if not notebook.exists():
                 raise FileNotFoundError(f"chapter {name} has no executed notebook in {runs}")
             target = dest / rel.with_suffix(".ipynb")
-            page = with_current_prose(json.loads(notebook.read_text()), src)
+            page = figures_on_their_images(with_current_prose(json.loads(notebook.read_text()), src))
             _write_if_changed(target, _hide_injected_parameters(json.dumps(page).encode()))
         elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
             target = dest / rel
@@ -525,8 +585,40 @@ def sphinx_env(root: Path | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
+class _Images(HTMLParser):
+    """The ``(src, alt)`` of every ``<img>`` of a page (``alt`` is ``None`` when the attribute is missing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            attributes = dict(attrs)
+            self.images.append((attributes.get("src") or "", attributes.get("alt")))
+
+
+def missing_alt_text(page: str) -> list[str]:
+    """The ``src`` of each image of ``page`` without alt text.
+
+    Missing, blank, or only a file name: docutils writes the image's path into ``alt`` when none is given, so
+    an ``alt`` that names an image file (or the ``src``'s file) counts as missing.
+    """
+    parser = _Images()
+    parser.feed(page)
+    missing = []
+    for src, alt in parser.images:
+        alt = (alt or "").strip()
+        name = src.split("?")[0].rsplit("/", 1)[-1]
+        if (not alt or (name and alt.rsplit("/", 1)[-1] == name)
+                or re.fullmatch(r"\S+\.(png|jpe?g|gif|svg|webp|pdf|bmp|tiff?)", alt, flags=re.I)):
+            missing.append(src)
+    return missing
+
+
 def check_html(html_dir: Path) -> list[str]:
-    """Problems of a built book: Markdown tables left as text, math from a CDN, injected parameters or build paths shown."""
+    """Problems of a built book: Markdown tables left as text, math from a CDN, injected parameters or build paths
+    shown, images without alt text."""
     problems = []
     loads_mathjax = False
     build_path = str(repo_root())
@@ -550,6 +642,8 @@ def check_html(html_dir: Path) -> list[str]:
             problems.append(f"{rel}: shows papermill's injected parameters cell")
         if build_path in _html.unescape(text):
             problems.append(f"{rel}: shows the build machine's path {build_path}")
+        for src in missing_alt_text(text):
+            problems.append(f"{rel}: the image {src} has no alt text (mystnb.image.alt of its cell)")
     if not loads_mathjax:
         problems.append("no page loads MathJax")
     return problems
