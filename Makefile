@@ -8,7 +8,7 @@ JOBS   ?= 1
 PIP    := $(BIN)/pip install --quiet -c constraints.txt
 CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -not -path 'book/appendix/*' -path 'book/*/*')
 
-.PHONY: setup book test unit regression notebooks clean weights bench calibrate release-check
+.PHONY: setup book book-student test unit regression notebooks clean weights bench calibrate release-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ setup: $(STAMP)
 ## check its claims, generate the reproducibility and API appendices, build the HTML into _build/book/_build/html
 book: $(STAMP)
 	$(BIN)/python -m companion book --profile book --jobs $(JOBS)
+
+## book-student: the student edition, the same book without the exercises' solutions, into _build/book-student/_build/html;
+## it reuses the runs of make book (_build/book/runs: runs only what make book would) and checks that no solution shows
+book-student: $(STAMP)
+	$(BIN)/python -m companion book --profile book --edition student --jobs $(JOBS)
 
 ## test: unit tests, papermill regression of every chapter (profile "ci"), then the same book build from those runs
 test: $(STAMP)

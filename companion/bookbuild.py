@@ -12,6 +12,9 @@
    execution off, warnings as errors and nitpicky (``-W -n``).
 4. :func:`check_html` verifies the pages: tables are HTML tables, the math script is local, no injected
    parameters cell or build path shows, every image has alt text.
+5. The student edition (``--edition student``, ``make book-student``) is the same build from the same runs, staged
+   without the solutions of the exercises (:func:`without_solutions`) and checked for leftovers
+   (:func:`check_student_html`); every build fills in the course plan appendix (:func:`course_page`).
 """
 from __future__ import annotations
 
@@ -219,12 +222,15 @@ def mathjax_dir() -> Path:
     return path
 
 
-def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None = None) -> Path:
+def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None = None, *,
+          pages: dict[str, str] | None = None, solutions: bool = True) -> Path:
     """A copy of the book at ``dest`` with each chapter's executed notebook in place of its MyST source.
 
     Only changed files are written. The config turns execution off and points MathJax at a local copy;
     papermill's injected parameters cell is hidden; ``appendix`` and ``api`` (Markdown) replace the
-    placeholders of the reproducibility appendix and of the API reference (:func:`api_page`).
+    placeholders of the reproducibility appendix and of the API reference (:func:`api_page`); ``pages`` maps other
+    pages (``book/appendix/course``) to the Markdown that replaces them. ``solutions=False`` stages the student
+    edition: the chapters without the solutions of their exercises (:func:`without_solutions`).
     """
     root = repo_root()
     dest.mkdir(parents=True, exist_ok=True)
@@ -241,6 +247,7 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
                 raise FileNotFoundError(f"chapter {name} has no executed notebook in {runs}")
             target = dest / rel.with_suffix(".ipynb")
             page = figures_on_their_images(with_current_prose(json.loads(notebook.read_text()), src))
+            page = page if solutions else without_solutions(page)
             _write_if_changed(target, _hide_injected_parameters(json.dumps(page).encode()))
         elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
             target = dest / rel
@@ -248,6 +255,9 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
         elif api is not None and rel.with_suffix("").as_posix() == API:
             target = dest / rel
             _write_if_changed(target, api.encode())
+        elif pages and rel.with_suffix("").as_posix() in pages:
+            target = dest / rel
+            _write_if_changed(target, pages[rel.with_suffix("").as_posix()].encode())
         else:
             target = dest / rel
             _write_if_changed(target, src.read_bytes())
@@ -258,6 +268,8 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
     # outside _static: Jupyter Book would add every .js file of _static to every page
     sphinx["html_extra_path"] = ["_extra"]
     sphinx["mathjax_path"] = "../mathjax/tex-chtml.js"   # relative to _static
+    if not solutions:
+        config["title"] = f"{config.get('title', 'The book')} (student edition)"
     for name, text in (("_config.yml", yaml.safe_dump(config, sort_keys=False)), ("_toc.yml", (root / "_toc.yml").read_text())):
         _write_if_changed(dest / name, text.encode())
         wanted.add(dest / name)
@@ -649,11 +661,13 @@ def check_html(html_dir: Path) -> list[str]:
     return problems
 
 
-def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, log=print) -> int:
-    """Execute (cached), check, stage and build the book in ``profile``; 0 when everything holds."""
+def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, edition: str = "full", log=print) -> int:
+    """Execute (cached), check, stage and build the book in ``profile``; 0 when everything holds.
+
+    ``edition="student"``: the same build from the same runs (:func:`edition_paths`), without the solutions.
+    """
     root = repo_root()
-    out = (out or root / "_build" / profile).resolve()
-    runs = out / "runs"
+    out, runs = edition_paths(profile, edition, out)
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     execute_all(profile, runs, jobs=jobs, log=log)
@@ -664,11 +678,13 @@ def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, log=
     all_runs = {profile: runs, **({other: root / "_build" / other / "runs"} if (root / "_build" / other / "runs").exists() else {})}
     threads = max(1, available_cores() // max(1, jobs))
     page = appendix_page(profile, all_runs, environment_summary(), threads)
-    src = stage(runs, out / "src", appendix=page, api=api_page(root))
+    src = stage(runs, out / "src", appendix=page, api=api_page(root), pages={COURSE: course_page(all_runs, root)},
+                solutions=edition != "student")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(out), "-W", "-n", "--keep-going"]
     built = subprocess.run(cmd, cwd=root, env=sphinx_env(root))
     html_dir = out / "_build" / "html"
     html_problems = check_html(html_dir) if built.returncode == 0 else ["jupyter-book build failed (see above)"]
+    html_problems += check_student_html(html_dir, root) if built.returncode == 0 and edition == "student" else []
     for p in html_problems:
         log(f"HTML: {p}")
     log(f"book ({profile}) built in {time.perf_counter() - start:.0f} s: {html_dir / 'index.html'}")
@@ -703,3 +719,366 @@ def write_readme_runtimes(root: Path | None = None) -> Path:
         raise ValueError(f"README.md lacks the markers {README_START!r} ... {README_END!r}")
     readme.write_text(text[:start] + runtime_table(root) + text[end + len(README_END):])
     return readme
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Editions and the course plan: the student edition (the same pages without the solutions of the exercises) and the
+# appendix page for teachers (chapters, order, prerequisites, run times, exercises, a 6-8 session plan).
+
+COURSE = "book/appendix/course"
+EDITIONS = ("full", "student")
+# Directives whose body is literal text, not Markdown: nothing inside them is a directive (MyST's code cells too).
+LITERAL_DIRECTIVES = frozenset({"code", "code-block", "sourcecode", "code-cell", "literalinclude", "raw", "math",
+                                "eval-rst", "eval-md", "bibliography", "glue:math"})
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}|:{3,})[ \t]*(.*?)\s*$")
+
+
+@dataclass
+class Directive:
+    """A fenced block of MyST Markdown: ``name`` is the directive's (``None`` for a plain code block); ``start`` and
+    ``end`` are the indices of its opening and closing fence lines (``end`` is the last line when it is unclosed)."""
+
+    name: str | None
+    argument: str
+    start: int
+    end: int
+    options: dict[str, str] = field(default_factory=dict)
+    body: list[str] = field(default_factory=list)   # the lines after the options, without the fences
+
+
+def directives(text: str | list[str]) -> list[Directive]:
+    """Every fenced block of ``text`` (MyST Markdown), in document order, nested directives included.
+
+    CommonMark's rule: a fence of backticks, tildes or (MyST's ``colon_fence``) colons is closed by a line of the same
+    character at least as long; directives inside a directive's body count, nothing inside a code block or a
+    :data:`LITERAL_DIRECTIVES` body does. Options are read from ``:key: value`` lines or a ``---`` YAML block.
+    """
+    lines = text.splitlines() if isinstance(text, str) else text
+    found: list[Directive] = []
+
+    def scan(lo: int, hi: int) -> None:
+        i = lo
+        while i < hi:
+            m = _FENCE.match(lines[i])
+            if not m or (m.group(1)[0] == "`" and "`" in m.group(2)):
+                i += 1
+                continue
+            fence, info = m.group(1), m.group(2)
+            close = next((j for j in range(i + 1, hi)
+                          if re.fullmatch(rf" {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*", lines[j])), None)
+            end = hi - 1 if close is None else close   # unclosed: the block runs to the end of its container
+            named = re.match(r"\{([^}\s]+)\}\s*(.*)$", info)
+            name, argument = (named.group(1), named.group(2).strip()) if named else (None, info)
+            inner = lines[i + 1:hi if close is None else close]
+            options: dict[str, str] = {}
+            k = 0
+            if name is not None and inner[:1] == ["---"]:
+                block_end = next((n for n in range(1, len(inner)) if inner[n] == "---"), None)
+                if block_end is not None:
+                    block = yaml.safe_load("\n".join(inner[1:block_end])) or {}
+                    options = {str(key): str(v) for key, v in block.items()}
+                    k = block_end + 1
+            while name is not None and k < len(inner) and (o := re.match(r"^:([\w-]+):\s*(.*)$", inner[k])):
+                options[o.group(1)] = o.group(2).strip()
+                k += 1
+            found.append(Directive(name, argument, i, end, options, inner[k:]))
+            if name is not None and name not in LITERAL_DIRECTIVES:
+                scan(i + 1, end)
+            i = end + 1
+
+    scan(0, len(lines))
+    return found
+
+
+def strip_solutions(text: str, gated: bool = False) -> tuple[str, bool]:
+    """``text`` (MyST Markdown) without its ``{solution}`` blocks, and whether a gated solution is still open.
+
+    A ``{solution}`` block goes with the blank lines after it; a ``{solution-start}`` ... ``{solution-end}`` pair
+    (sphinx-exercise's gated solution, which may enclose code cells) goes with everything between. ``gated``: the
+    text starts inside a gated solution opened by an earlier cell. Everything else is left as it was.
+    """
+    lines = text.splitlines(keepends=True)
+    drop: list[tuple[int, int]] = []
+    gate = 0 if gated else None
+    covered = -1
+    for d in directives([line.rstrip("\r\n") for line in lines]):
+        if d.start <= covered:
+            continue
+        if gate is not None:
+            if d.name == "solution-end":
+                drop.append((gate, d.end))
+                covered, gate = d.end, None
+        elif d.name == "solution":
+            drop.append((d.start, d.end))
+            covered = d.end
+        elif d.name == "solution-start":
+            gate = d.start
+    if gate is not None:
+        drop.append((gate, len(lines) - 1))
+    if not drop:
+        return text, gate is not None
+    keep = [True] * len(lines)
+    for lo, hi in drop:
+        for n in range(lo, hi + 1):
+            keep[n] = False
+        n = hi + 1
+        while n < len(lines) and not lines[n].strip():
+            keep[n] = False
+            n += 1
+    kept = [line for line, k in zip(lines, keep) if k]
+    if not any(keep[drop[-1][0]:]):   # the text ended with a solution: no blank lines left dangling
+        while kept and not kept[-1].strip():
+            kept.pop()
+        if kept and not text.endswith("\n"):
+            kept[-1] = kept[-1].rstrip("\r\n")
+    return "".join(kept), gate is not None
+
+
+def without_solutions(nb: dict) -> dict:
+    """The notebook of the student edition: every ``{solution}`` block removed from its Markdown cells; the cells
+    inside a gated solution (``{solution-start}`` ... ``{solution-end}``, code cells included) removed; a Markdown
+    cell left empty removed. Exercises and every other cell stay as they are."""
+    cells, gated = [], False
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "markdown":
+            if not gated:
+                cells.append(cell)
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        text, gated = strip_solutions(source, gated)
+        if text == source:
+            cells.append(cell)
+        elif text.strip():
+            cells.append({**cell, "source": text})
+    if gated:
+        raise ValueError("a {solution-start} without its {solution-end}")
+    return {**nb, "cells": cells}
+
+
+@dataclass
+class Exercise:
+    """One ``{exercise}`` of a chapter: its label, its title (the directive's argument, often empty) and the opening
+    of its text (its first sentences)."""
+
+    label: str
+    title: str
+    summary: str
+
+
+def _opening(body: list[str], chars: int = 80) -> str:
+    """The first sentence of an exercise's first paragraph, and the next ones while it is shorter than ``chars``."""
+    paragraph: list[str] = []
+    for line in body:
+        if not line.strip() or _FENCE.match(line):
+            if paragraph:
+                break
+            continue
+        paragraph.append(line)
+    text = " ".join(" ".join(paragraph).split())
+    text = re.sub(r"\s*\{cite(?::\w+)?\}`[^`]*`", "", text)   # a citation needs the chapter's bibliography
+    opening = ""
+    for sentence in re.split(r"(?<=[.?!])\s+(?=[A-Z(`])", text):
+        if len(opening) >= chars:
+            break
+        opening = f"{opening} {sentence}".strip()
+    return opening
+
+
+def chapter_exercises(source: Path) -> list[Exercise]:
+    """The ``{exercise}`` (and gated ``{exercise-start}``) directives of a chapter's MyST source, in order."""
+    return [Exercise(d.options.get("label", ""), d.argument, _opening(d.body))
+            for d in directives(source.read_text()) if d.name in ("exercise", "exercise-start")]
+
+
+def prerequisites(source: Path, root: Path | None = None) -> str | None:
+    """The chapter's ``**Prerequisites:**`` text (MyST, near its top), its ``{doc}`` links made absolute so that they
+    resolve from any page; ``None`` when the chapter states none."""
+    m = re.search(r"\*\*Prerequisites:?\*\*:?\s*(.+?)(?=\s*\*\*[^*\n]+:\*\*|\n\s*\n|\Z)", source.read_text(), re.S)
+    if not m:
+        return None
+    folder = source.parent.resolve().relative_to((root or repo_root()).resolve())
+
+    def absolute(d: re.Match) -> str:
+        title, target = d.group(1), d.group(2)
+        if not target.startswith("/"):
+            target = "/" + os.path.normpath((folder / target).as_posix())
+        return f"{{doc}}`{title} <{target}>`" if title else f"{{doc}}`{target}`"
+
+    text = " ".join(m.group(1).split()).rstrip(".")
+    return re.sub(r"\{doc\}`(?:([^`<]*?)\s*<)?([^`<>]+)>?`", absolute, text)
+
+
+def prerequisite_chapters(text: str | None, root: Path | None = None) -> list[str]:
+    """The chapters a prerequisites text links to with ``{doc}``."""
+    root = root or repo_root()
+    docs = {"/" + s.relative_to(root).with_suffix("").as_posix(): n for n, s in chapters(root).items()}
+    return [docs[t] for t in re.findall(r"\{doc\}`(?:[^`<]*<)?(/[^`<>]+)>?`", text or "") if t in docs]
+
+
+def _parts(root: Path) -> dict[str, str]:
+    """``_toc.yml`` file -> the caption of its part."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return {c["file"]: part.get("caption", "") for part in toc.get("parts", []) for c in part.get("chapters", [])}
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def course_sessions(names: list[str], parts: dict[str, str], needs: dict[str, list[str]], n: int) -> list[list[str]]:
+    """A plan of ``n`` sessions: one chapter a session in the book's order. Fewer sessions than chapters: two
+    consecutive sessions of the same part share one, first where the second needs the first (its prerequisites),
+    the later pair first; more sessions than chapters: the extra ones (empty lists) are project sessions at the end."""
+    sessions = [[name] for name in names]
+    while len(sessions) > n:
+        pairs = [k for k in range(len(sessions) - 1) if len({parts.get(c) for c in sessions[k] + sessions[k + 1]}) == 1]
+        pairs = pairs or list(range(len(sessions) - 1))
+        k = max(pairs, key=lambda k: (any(p in sessions[k] for c in sessions[k + 1] for p in needs.get(c, [])), k))
+        sessions[k:k + 2] = [sessions[k] + sessions[k + 1]]
+    return sessions + [[] for _ in range(n - len(sessions))]
+
+
+COURSE_SESSIONS = (6, 7, 8)
+_GENERATED = re.compile(r"<!-- generated: (\w+) -->\n.*?<!-- end generated -->", re.S)
+
+
+def course_sections(runs: dict[str, Path], root: Path | None = None) -> dict[str, str]:
+    """The generated parts of the course page: ``chapters`` (order, part, prerequisites, run times, number of
+    exercises), ``sessions`` (plans of 6 to 8 sessions) and ``exercises`` (each chapter's, with a link and its first
+    sentence). ``runs`` maps a profile to the folder of its executed chapters, as for :func:`appendix_page`."""
+    root = root or repo_root()
+    sources = chapters(root)
+    files = {n: s.relative_to(root).with_suffix("").as_posix() for n, s in sources.items()}
+    toc_parts = _parts(root)
+    parts = {n: toc_parts.get(files[n], "") for n in sources}
+    prereq = {n: prerequisites(s, root) for n, s in sources.items()}
+    needs = {n: prerequisite_chapters(prereq[n], root) for n in sources}
+    exercises = {n: chapter_exercises(s) for n, s in sources.items()}
+    doc = {n: f"{{doc}}`/{files[n]}`" for n in sources}
+
+    def seconds(profile: str, n: str) -> float | None:
+        return _meta(runs[profile], n).get("seconds") if profile in runs else None
+
+    table = ["| # | part | chapter | prerequisites | `ci` | `book` | exercises |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k, n in enumerate(sources, 1):
+        table.append(f"| {k} | {_cell(parts[n])} | {doc[n]} | {_cell(prereq[n] or '–')} | {_minutes(seconds('ci', n))} "
+                     f"| {_minutes(seconds('book', n))} | {len(exercises[n])} |")
+    total = {p: [seconds(p, n) for n in sources] for p in ("ci", "book")}
+    table += ["", "Total: " + ", ".join(
+        f"`{p}` {_minutes(sum(t))}" if None not in t else f"`{p}` –" for p, t in total.items()) + "."]
+
+    plans = {m: course_sessions(list(sources), parts, needs, m) for m in COURSE_SESSIONS}
+    sessions = ["| session | " + " | ".join(f"{m} sessions" for m in COURSE_SESSIONS) + " |",
+                "| --- |" + " --- |" * len(COURSE_SESSIONS)]
+    for k in range(max(COURSE_SESSIONS)):
+        cells = []
+        for m in COURSE_SESSIONS:
+            s = plans[m][k] if k < len(plans[m]) else None
+            cells.append("–" if s is None else " + ".join(doc[n] for n in s) if s else "project")
+        sessions.append(f"| {k + 1} | " + " | ".join(cells) + " |")
+
+    listing = []
+    for n in sources:
+        listing += [f"### {doc[n]}", ""]
+        for e in exercises[n]:
+            link = f"{{ref}}`{e.label} <{e.label}>`" if e.label else "(no label)"
+            listing.append(f"- {link}{f' ({e.title})' if e.title else ''}: {e.summary}")
+        listing += [] if exercises[n] else ["No exercises yet."]
+        listing.append("")
+    return {"chapters": "\n".join(table), "sessions": "\n".join(sessions), "exercises": "\n".join(listing).rstrip()}
+
+
+def course_page(runs: dict[str, Path], root: Path | None = None) -> str:
+    """The course plan appendix: the page ``book/appendix/course.md`` of the repository (its prose is written by hand)
+    with each ``<!-- generated: NAME -->`` ... ``<!-- end generated -->`` region filled in by :func:`course_sections`
+    when the book is built, like the reproducibility appendix."""
+    root = root or repo_root()
+    text = (root / f"{COURSE}.md").read_text()
+    sections = course_sections(runs, root)
+    wanted = set(_GENERATED.findall(text))
+    if wanted != set(sections):
+        raise ValueError(f"{COURSE}.md: generated regions {sorted(wanted)}, expected {sorted(sections)}")
+    return _GENERATED.sub(lambda m: f"<!-- generated: {m.group(1)} -->\n{sections[m.group(1)]}\n<!-- end generated -->", text)
+
+
+def _words(text: str) -> str:
+    """Text as lower-case words separated by single spaces: markup, punctuation and typography do not count."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def solution_fingerprints(root: Path | None = None) -> dict[str, list[str]]:
+    """``chapter:exercise label`` -> up to two lines of each of its solutions, as lower-case words, that appear nowhere
+    else in the chapter: if one of them shows in the student edition, the solution does."""
+    root = root or repo_root()
+    out: dict[str, list[str]] = {}
+    for name, source in chapters(root).items():
+        text = source.read_text()
+        rest = f" {_words(strip_solutions(text)[0])} "
+        blocks = directives(text)
+        for d in blocks:
+            if d.name not in ("solution", "solution-start"):
+                continue
+            gate_end = next((e.start for e in blocks if e.name == "solution-end" and e.start > d.end), None)
+            body = d.body if d.name == "solution" else text.splitlines()[d.end + 1:gate_end]
+            # lines of prose first, then lines with inline code or math (whose words the HTML keeps); never an
+            # indented code line (the chapter's code has the same lines), a role, a link or HTML (rendered otherwise)
+            lines = [line for line in body[:40] if not line.startswith(("    ", "\t"))
+                     and not re.search(r"\{[\w:-]+\}`|\{\{|[<\[\]]", line)]
+            candidates = sorted({(bool(re.search(r"[$`]", line)), _words(line)) for line in lines},
+                                key=lambda c: (c[0], -len(c[1].split()), c[1]))
+            prints = [w for _, w in candidates if len(w.split()) >= 6 and f" {w} " not in rest][:2]
+            out.setdefault(f"{name}:{d.argument or d.options.get('label', '')}", []).extend(prints)
+    return out
+
+
+def leftover_solutions(text: str, fingerprints: dict[str, list[str]], *, markdown: bool = False) -> list[str]:
+    """What of the solutions ``text`` shows: on an HTML page a ``solution`` admonition, in a page's Markdown source
+    (``markdown``) a ``{solution}`` directive, and in both a line of a solution (``fingerprints``, see
+    :func:`solution_fingerprints`)."""
+    found = []
+    if not markdown and re.search(r"""class=["'](?:[^"']*\s)?solution[\s"'-]""", text):
+        found.append("a solution admonition")
+    if markdown and any(d.name in ("solution", "solution-start") for d in directives(text)):
+        found.append("a {solution} directive")
+    words = f" {_words(_html.unescape(re.sub(r'<[^>]+>', ' ', text)))} "
+    for label, prints in fingerprints.items():
+        if any(f" {w} " in words for w in prints):
+            found.append(f"the text of the solution {label}")
+    return found
+
+
+def check_student_html(html_dir: Path, root: Path | None = None) -> list[str]:
+    """Problems of a student edition: any page, page source or notebook download that shows a solution."""
+    fingerprints = solution_fingerprints(root)
+    problems = []
+    for path in sorted(p for p in html_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(html_dir)
+        is_source = "_sources" in rel.parts or path.suffix == ".ipynb"
+        if not (path.suffix == ".html" or is_source) or "_static" in rel.parts or path.name in ("search.html", "genindex.html"):
+            continue
+        text = path.read_text(errors="replace")
+        if is_source:
+            try:   # a notebook: its Markdown
+                text = "\n\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                                   for c in json.loads(text)["cells"] if c.get("cell_type") == "markdown")
+            except (ValueError, KeyError, TypeError):
+                pass
+        problems += [f"{rel}: shows {what} (student edition)"
+                     for what in leftover_solutions(text, fingerprints, markdown=is_source)]
+    return problems
+
+
+def edition_paths(profile: str, edition: str, out: Path | None = None) -> tuple[Path, Path]:
+    """``(out, runs)`` of a build: the full edition builds into ``_build/<profile>`` and keeps its runs there; the
+    student edition builds into ``_build/<profile>-student`` from the runs of the full edition of the same profile
+    (``_build/<profile>/runs``: the same cache, so it runs nothing that ``make book`` would not)."""
+    if edition not in EDITIONS:
+        raise ValueError(f"unknown edition {edition!r}; one of {', '.join(EDITIONS)}")
+    root = repo_root()
+    if edition == "full":
+        out = (out or root / "_build" / profile).resolve()
+        return out, out / "runs"
+    return (out or root / "_build" / f"{profile}-{edition}").resolve(), (root / "_build" / profile / "runs").resolve()

@@ -49,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("book", help="execute every chapter (cached), check its claims, build the HTML book")
     book.add_argument("--profile", choices=("ci", "book"), default="book")
     book.add_argument("--jobs", type=int, default=1, help="chapters run at once (torch threads split between them)")
-    book.add_argument("--out", default=None, help="build folder (default _build/<profile>)")
+    book.add_argument("--out", default=None, help="build folder (default _build/<profile>, student: _build/<profile>-student)")
+    book.add_argument("--edition", choices=("full", "student"), default="full",
+                      help="student: the same pages without the exercises' solutions, from the runs of the full edition")
     stage = sub.add_parser("stage-book", help="copy the book with executed notebooks in place of the sources")
     stage.add_argument("executed_dir")
     stage.add_argument("dest")
     html = sub.add_parser("check-html", help="check a built HTML book: tables, local math, no injected cells")
     html.add_argument("html_dir")
+    html.add_argument("--edition", choices=("full", "student"), default="full", help="student: no solution may show")
     times = sub.add_parser("runtimes", help="the README's runtime table from the last ci and book builds")
     times.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
     args = parser.parse_args(argv)
@@ -86,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             print(bookbuild.write_readme_runtimes() if args.write_readme else bookbuild.runtime_table())
             return 0
         if args.command == "book":
-            return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None)
+            return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None,
+                                   edition=args.edition)
         if args.command == "stage-book":
             print(bookbuild.stage(Path(args.executed_dir), Path(args.dest)))
             return 0
-        return _report(bookbuild.check_html(Path(args.html_dir)))
+        student = bookbuild.check_student_html(Path(args.html_dir)) if args.edition == "student" else []
+        return _report(bookbuild.check_html(Path(args.html_dir)) + student)
     if args.command == "run":
         params = {k: _parse_value(v) for k, v in args.param}
         result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout)
