@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import hashlib
 import html as _html
 import importlib
 import inspect
@@ -78,7 +79,11 @@ def with_current_prose(executed: dict, source: Path) -> dict:
     cells = []
     for cell in current.cells:
         if cell.cell_type != "code":
-            cells.append(json.loads(json.dumps(cell)))
+            prose = json.loads(json.dumps(cell))
+            # jupytext draws a random id for each Markdown cell: derive it from the cell instead, so that an
+            # unchanged chapter stages an unchanged notebook and Sphinx does not re-read the page
+            prose["id"] = "md-" + hashlib.sha1(f"{len(cells)}:{cell.source}".encode()).hexdigest()[:12]
+            cells.append(prose)
             continue
         done = ran.pop(0) if ran else None
         done_source = "".join(done["source"]) if done is not None and isinstance(done["source"], list) else (done or {}).get("source")
