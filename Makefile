@@ -6,9 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 1
 # The exact versions that passed (constraints.txt); pyproject.toml keeps lower bounds only.
 PIP    := $(BIN)/pip install --quiet -c constraints.txt
-CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -not -path 'book/appendix/*' -path 'book/*/*')
 
-.PHONY: setup book book-student test unit regression notebooks clean weights bench calibrate release-check
+.PHONY: setup book book-student test unit regression notebooks notebooks-check clean weights bench calibrate release-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,12 +44,16 @@ unit: $(STAMP)
 regression: $(STAMP)
 	$(BIN)/python -m pytest tests -m chapter
 
-## notebooks: .ipynb versions of the chapters (for download, Colab and papermill) in _build/notebooks
+## notebooks: the chapters as reader notebooks in _build/notebooks/<part>/<chapter>.ipynb: plain Jupyter Markdown
+## (no MyST roles or directives, macros expanded, solutions collapsed), values glued from the last current book run,
+## a first cell that installs the companion where it is missing (Colab), no outputs (companion/notebooks.py)
 notebooks: $(STAMP)
-	@for f in $(CHAPTERS); do \
-	  out=_build/notebooks/$${f#book/}; out=$${out%.md}.ipynb; mkdir -p $$(dirname $$out); \
-	  $(BIN)/jupytext --quiet --to ipynb --output $$out $$f && echo "wrote $$out"; \
-	done
+	$(BIN)/python -m companion notebooks --out _build/notebooks --runs _build/book/runs
+
+## notebooks-check: the reader's path end to end (about 15 min): a fresh venv in _build/reader-venv with only the
+## reader requirements, then every reader notebook run with papermill in the ci profile (scripts/check_reader_notebooks.sh)
+notebooks-check:
+	PYTHON=$(PYTHON) bash scripts/check_reader_notebooks.sh
 
 ## weights: retrain every shipped weight file in companion/weights/ from scratch (see companion/pretrained.py)
 weights: $(STAMP)

@@ -11,7 +11,7 @@ Notebooks explain; this package computes, one home per method (README, section "
   baselines), :mod:`companion.pretrained` (the shipped weights);
 * the harness, which runs, checks and publishes the chapters: :mod:`companion.record`,
   :mod:`companion.expected`, :mod:`companion.regression`, :mod:`companion.calibration`,
-  :mod:`companion.bookbuild`, :mod:`companion.cli`.
+  :mod:`companion.bookbuild`, :mod:`companion.notebooks` (the reader notebooks), :mod:`companion.cli`.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 

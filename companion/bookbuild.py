@@ -9,9 +9,12 @@
 3. The book is staged with the executed notebooks in place of the sources (each captioned image in a cell of
    its own, :func:`figures_on_their_images`), the reproducibility appendix is generated from this build's
    records, the API reference from the package's code (:func:`api_page`), and Jupyter Book renders it with
-   execution off, warnings as errors and nitpicky (``-W -n``).
+   execution off, warnings as errors and nitpicky (``-W -n``). The launch buttons open the chapters' reader
+   notebooks (:func:`companion.notebooks.launch_config`).
 4. :func:`check_html` verifies the pages: tables are HTML tables, the math script is local, no injected
-   parameters cell or build path shows, every image has alt text.
+   parameters cell or build path shows, every image has alt text. Each chapter's download button then gets
+   its reader notebook (:func:`companion.notebooks.publish_downloads`), and
+   :func:`companion.notebooks.check_published` verifies the Colab, Binder and download links.
 5. The student edition (``--edition student``, ``make book-student``) is the same build from the same runs, staged
    without the solutions of the exercises (:func:`without_solutions`) and checked for leftovers
    (:func:`check_student_html`); every build fills in the course plan appendix (:func:`course_page`).
@@ -39,6 +42,7 @@ from types import ModuleType
 import yaml
 
 from . import expected as _expected
+from .notebooks import check_published, launch_config, publish_downloads
 from .regression import (CELL_TIMEOUT_S, available_cores, chapters, current_records, environment_summary, repo_root,
                          run_in_subprocess)
 
@@ -267,7 +271,7 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
             target = dest / rel
             _write_if_changed(target, src.read_bytes())
         wanted.add(target)
-    config = yaml.safe_load((root / "_config.yml").read_text())
+    config = launch_config(yaml.safe_load((root / "_config.yml").read_text()))   # launch buttons: reader notebooks
     config.setdefault("execute", {})["execute_notebooks"] = "off"
     sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
     # outside _static: Jupyter Book would add every .js file of _static to every page
@@ -690,6 +694,10 @@ def build(profile: str = "book", *, jobs: int = 1, out: Path | None = None, edit
     html_dir = out / "_build" / "html"
     html_problems = check_html(html_dir) if built.returncode == 0 else ["jupyter-book build failed (see above)"]
     html_problems += check_student_html(html_dir, root) if built.returncode == 0 and edition == "student" else []
+    if built.returncode == 0 and edition != "student":   # each chapter's download button offers its reader
+        # notebook (whose solutions are collapsed, not removed: the student edition keeps its staged notebooks)
+        publish_downloads(html_dir, runs=runs, profile=profile)
+        html_problems += check_published(html_dir)
     for p in html_problems:
         log(f"HTML: {p}")
     log(f"book ({profile}) built in {time.perf_counter() - start:.0f} s: {html_dir / 'index.html'}")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m companion run|check|calibrate|bless|list|book|stage-book|check-html|runtimes``."""
+"""Command line: ``python -m companion run|check|calibrate|bless|list|book|stage-book|check-html|runtimes|notebooks``."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     html.add_argument("--edition", choices=("full", "student"), default="full", help="student: no solution may show")
     times = sub.add_parser("runtimes", help="the README's runtime table from the last ci and book builds")
     times.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
+    nbs = sub.add_parser("notebooks", help="the chapters as reader notebooks (plain Jupyter Markdown, an install cell "
+                                           "for Colab) in OUT/<part>/<chapter>.ipynb")
+    nbs.add_argument("--out", default="_build/notebooks", help="output folder (default _build/notebooks)")
+    nbs.add_argument("--runs", default="_build/book/runs",
+                     help="executed chapters whose current runs supply the glued values (default _build/book/runs)")
+    nbs.add_argument("--profile", choices=("ci", "book"), default="book", help="the profile of those runs")
+    nbs.add_argument("--commit", action="store_true",
+                     help="also commit them, next to their sources, onto the notebooks branch (repository.notebooks_branch "
+                          "of _config.yml: HEAD's tree plus the notebooks; CI pushes it)")
     args = parser.parse_args(argv)
     named = [args.chapter] if hasattr(args, "chapter") else getattr(args, "chapters", [])
     known = regression.chapters() if named else {}
@@ -81,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in args.chapters:
             print(f"wrote {calibration.bless(name)}")
+        return 0
+    if args.command == "notebooks":
+        from . import notebooks
+
+        runs = Path(args.runs)
+        notebooks.write_notebooks(Path(args.out), runs=runs, profile=args.profile)
+        if args.commit:
+            branch = notebooks.notebooks_branch(notebooks.book_config())
+            print(f"committed the reader notebooks onto {branch}: "
+                  f"{notebooks.commit_reader_notebooks(runs=runs, profile=args.profile)}")
         return 0
     if args.command in ("book", "stage-book", "check-html", "runtimes"):
         from . import bookbuild

@@ -105,7 +105,8 @@ def test_the_modules_import_each_other_without_a_cycle() -> None:
 def test_cli_help_lists_the_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "companion", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for command in ("run", "check", "calibrate", "bless", "list", "book", "stage-book", "check-html", "runtimes"):
+    for command in ("run", "check", "calibrate", "bless", "list", "book", "stage-book", "check-html", "runtimes",
+                    "notebooks"):
         assert command in out.stdout
 
 
