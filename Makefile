@@ -6,22 +6,28 @@ STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 1
 # The exact versions that passed (constraints.txt); pyproject.toml keeps lower bounds only.
 PIP    := $(BIN)/pip install --quiet -c constraints.txt
-CHAPTERS := $(shell find book -name '*.md' -not -name intro.md -not -path 'book/appendix/*' -path 'book/*/*')
 
-.PHONY: setup book test unit regression notebooks clean weights bench calibrate
+.PHONY: setup book book-student test unit regression notebooks notebooks-check clean weights bench calibrate release-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch torchvision
+	@# the distribution was called "companion" before it became robust-imaging-companion: drop that old install
+	$(BIN)/pip uninstall --quiet --yes companion 2>/dev/null || true
 	$(PIP) -e ".[book,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 ## book: execute every chapter with papermill (profile "book", cached in _build/book/runs, JOBS=N at once),
-## check its claims, generate the reproducibility appendix, build the HTML into _build/book/_build/html
+## check its claims, generate the reproducibility and API appendices, build the HTML into _build/book/_build/html
 book: $(STAMP)
 	$(BIN)/python -m companion book --profile book --jobs $(JOBS)
+
+## book-student: the student edition, the same book without the exercises' solutions, into _build/book-student/_build/html;
+## it reuses the runs of make book (_build/book/runs: runs only what make book would) and checks that no solution shows
+book-student: $(STAMP)
+	$(BIN)/python -m companion book --profile book --edition student --jobs $(JOBS)
 
 ## test: unit tests, papermill regression of every chapter (profile "ci"), then the same book build from those runs
 test: $(STAMP)
@@ -38,12 +44,16 @@ unit: $(STAMP)
 regression: $(STAMP)
 	$(BIN)/python -m pytest tests -m chapter
 
-## notebooks: .ipynb versions of the chapters (for download, Colab and papermill) in _build/notebooks
+## notebooks: the chapters as reader notebooks in _build/notebooks/<part>/<chapter>.ipynb: plain Jupyter Markdown
+## (no MyST roles or directives, macros expanded, solutions collapsed), values glued from the last current book run,
+## a first cell that installs the companion where it is missing (Colab), no outputs (companion/notebooks.py)
 notebooks: $(STAMP)
-	@for f in $(CHAPTERS); do \
-	  out=_build/notebooks/$${f#book/}; out=$${out%.md}.ipynb; mkdir -p $$(dirname $$out); \
-	  $(BIN)/jupytext --quiet --to ipynb --output $$out $$f && echo "wrote $$out"; \
-	done
+	$(BIN)/python -m companion notebooks --out _build/notebooks --runs _build/book/runs
+
+## notebooks-check: the reader's path end to end (about 15 min): a fresh venv in _build/reader-venv with only the
+## reader requirements, then every reader notebook run with papermill in the ci profile (scripts/check_reader_notebooks.sh)
+notebooks-check:
+	PYTHON=$(PYTHON) bash scripts/check_reader_notebooks.sh
 
 ## weights: retrain every shipped weight file in companion/weights/ from scratch (see companion/pretrained.py)
 weights: $(STAMP)
@@ -52,6 +62,11 @@ weights: $(STAMP)
 ## bench: speed of the companion's Radon transform and FBP against scikit-image (not part of the tests)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ct_speed.py
+
+## release-check: the version in pyproject.toml, CITATION.cff and CHANGELOG.md agree; CITATION.cff has the
+## required keys; the licence files exist (tests/test_release.py, also part of make unit and make test)
+release-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_release.py
 
 clean:
 	rm -rf _build

@@ -74,3 +74,16 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, options))}")
     return value
+
+
+def check_generator(G: Any) -> int:
+    """A generator ``nn.Module`` with a ``latent_dim`` attribute, in eval mode; returns its latent dimension.
+
+    Eval mode matters: with BatchNorm in training mode each image's output would depend on the rest of the batch.
+    """
+    if not isinstance(G, torch.nn.Module) or not hasattr(G, "latent_dim"):
+        raise TypeError(f"G must be a generator module with a latent_dim attribute, got {type(G).__name__}")
+    if G.training:
+        raise ValueError("G is in training mode: call G.eval() first (BatchNorm must use its running statistics, "
+                         "otherwise each image's projection depends on the rest of the batch)")
+    return int(G.latent_dim)

@@ -14,6 +14,9 @@ are untargeted and vectorised over the batch.
 * :func:`deepfool` -- Moosavi-Dezfooli et al.'s (2016) multi-class L2 DeepFool;
 * :func:`bpda` and :class:`EOT` -- Athalye et al.'s (2018) answers to non-differentiable and
   randomised defenses;
+* :func:`on_manifold_attack` -- an attack on the latent code of a generator, whose result lies on the
+  generator's range (against projection defenses such as Defense-GAN; signature
+  ``(G, model, x, y, z0, **params)``);
 * :data:`ATTACKS` and :func:`run_attack` -- attacks by name, in mini-batches.
 """
 from __future__ import annotations
@@ -29,12 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._validate import check_choice, check_images, check_int, check_labels, check_positive
+from ._validate import check_choice, check_generator, check_images, check_int, check_labels, check_positive
 
 Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
-__all__ = ["ATTACKS", "EOT", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "pgd", "project_l2_ball", "run_attack"]
+__all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "on_manifold_attack",
+           "per_sample_norms", "pgd", "project_l2_ball", "run_attack"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -80,15 +84,18 @@ def _logits(model: Model, x: Tensor, y: Tensor) -> Tensor:
     return out
 
 
-def _norms(v: Tensor) -> Tensor:
-    """Per-sample L2 norms of a batch ``(B, ...)``, at least 1e-12 (safe to divide by), shaped to broadcast."""
+def per_sample_norms(v: Tensor) -> Tensor:
+    """Per-sample L2 norms ``‖v_b‖₂`` of a batch ``(B, ...)``, shaped ``(B, 1, ..., 1)`` to broadcast against ``v``.
+
+    Each norm is at least 1e-12, so that ``v / per_sample_norms(v)`` is safe (a zero sample stays zero).
+    """
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
 
 
 def project_l2_ball(v: Tensor, eps: float) -> Tensor:
     """Project each sample of ``v`` (``(B, ...)``) onto the ℓ2 ball of radius ``eps``: ``v · min(1, ε/‖v‖)``."""
     check_positive(eps, "eps", allow_zero=True)
-    return v * (eps / _norms(v)).clamp(max=1.0)
+    return v * (eps / per_sample_norms(v)).clamp(max=1.0)
 
 
 def _loss_grad(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,6 +105,19 @@ def _loss_grad(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = _logits(model, x, y)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
     return grad, logits.detach()
+
+
+def ascent_step(z: Tensor, grad: Tensor, step_size: float, project: Callable[[Tensor], Tensor], *,
+                sign: bool = False) -> Tensor:
+    """One step of projected gradient ascent, the core of every PGD-type loop in the book: ``Π(z + α·d)``.
+
+    ``d = sign(g)`` (steepest ascent in ℓ∞) or ``d = g / ‖g‖₂`` per sample (steepest ascent in ℓ2);
+    ``project`` maps the step back onto the feasible set. Used by :func:`pgd` (images, cross-entropy),
+    :func:`companion.recon.pga_perturbation` (measurements, reconstruction error) and the perturbation
+    player of :func:`companion.recon.fit_linear_alternating`.
+    """
+    d = grad.sign() if sign else grad / per_sample_norms(grad)
+    return project(z + step_size * d)
 
 
 def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
@@ -121,7 +141,7 @@ def _random_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
         return ((torch.rand(x.shape, **kw) * 2 - 1) * eps).to(x.device)
     # Uniform in the L2 ball of R^d: Gaussian direction, radius eps * U^(1/d).
     direction = torch.randn(x.shape, **kw)
-    direction = direction / _norms(direction)
+    direction = direction / per_sample_norms(direction)
     radius = eps * torch.rand(x.shape[0], **kw).pow(1.0 / x[0].numel())
     return (direction * radius.view(-1, 1, 1, 1)).to(x.device)
 
@@ -196,8 +216,7 @@ def pgd(
         x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
     for _ in range(steps):
         g, logits = _loss_grad(model, x_adv, y)
-        d = g.sign() if norm == "linf" else g / _norms(g)
-        stepped = _project(x_adv + alpha * d, x, eps, norm)
+        stepped = ascent_step(x_adv, g, alpha, lambda v: _project(v, x, eps, norm), sign=norm == "linf")
         if early_stop:
             still_correct = logits.argmax(1) == y
             if not still_correct.any():
@@ -395,6 +414,36 @@ class EOT(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         logp = torch.stack([F.log_softmax(self.model(x), dim=1) for _ in range(self.samples)])
         return torch.logsumexp(logp, dim=0) - math.log(self.samples)
+
+
+# --------------------------------------------------------------------------- on a generator's range
+def on_manifold_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0: Tensor, *, c: float = 1.0,
+                       steps: int = 100, lr: float = 0.05) -> Tensor:
+    """The simple on-manifold attack of eq. 5.13 (Lin et al. 2019, Invert and Defend): ``x_adv = G(z*)``,
+    ``z* = argmin_z ‖x − G(z)‖²₂ + c · max(Z_y − max_{i≠y} Z_i, 0)`` on the logits ``Z`` of ``model(G(z))``
+    (the C&W margin of :func:`cw_l2`).
+
+    Adam from ``z0`` ``(B, d)`` (e.g. the encoder's ``I(x)``). The result lies exactly on the generator's
+    range, so a perfect projection would return it unchanged. ``G`` must be in eval mode; ``model`` is
+    used in the mode it is in.
+    """
+    d = check_generator(G)
+    check_images(x, "x")
+    y = check_labels(y, x.shape[0], "y").to(x.device)
+    check_positive(c, "c")
+    steps = check_int(steps, "steps")
+    if not isinstance(z0, Tensor) or tuple(z0.shape) != (x.shape[0], d):
+        raise ValueError(f"z0 must have shape (B, {d})")
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=check_positive(lr, "lr"))
+    with torch.enable_grad():
+        for _ in range(steps):
+            img = G(z)
+            loss = ((img - x).pow(2).flatten(1).sum(1) + c * _margin(model(img), y).clamp(min=0)).sum()
+            (z.grad,) = torch.autograd.grad(loss, z)
+            opt.step()
+    with torch.no_grad():
+        return G(z).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- by name, in batches

@@ -1,4 +1,4 @@
-"""Command line: ``python -m companion run|check|calibrate|bless|list|book|stage-book|check-html|runtimes``."""
+"""Command line: ``python -m companion run|check|calibrate|bless|list|book|stage-book|check-html|runtimes|notebooks``."""
 from __future__ import annotations
 
 import argparse
@@ -49,15 +49,32 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("book", help="execute every chapter (cached), check its claims, build the HTML book")
     book.add_argument("--profile", choices=("ci", "book"), default="book")
     book.add_argument("--jobs", type=int, default=1, help="chapters run at once (torch threads split between them)")
-    book.add_argument("--out", default=None, help="build folder (default _build/<profile>)")
+    book.add_argument("--out", default=None, help="build folder (default _build/<profile>, student: _build/<profile>-student)")
+    book.add_argument("--edition", choices=("full", "student"), default="full",
+                      help="student: the same pages without the exercises' solutions, from the runs of the full edition")
     stage = sub.add_parser("stage-book", help="copy the book with executed notebooks in place of the sources")
     stage.add_argument("executed_dir")
     stage.add_argument("dest")
     html = sub.add_parser("check-html", help="check a built HTML book: tables, local math, no injected cells")
     html.add_argument("html_dir")
+    html.add_argument("--edition", choices=("full", "student"), default="full", help="student: no solution may show")
     times = sub.add_parser("runtimes", help="the README's runtime table from the last ci and book builds")
     times.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
+    nbs = sub.add_parser("notebooks", help="the chapters as reader notebooks (plain Jupyter Markdown, an install cell "
+                                           "for Colab) in OUT/<part>/<chapter>.ipynb")
+    nbs.add_argument("--out", default="_build/notebooks", help="output folder (default _build/notebooks)")
+    nbs.add_argument("--runs", default="_build/book/runs",
+                     help="executed chapters whose current runs supply the glued values (default _build/book/runs)")
+    nbs.add_argument("--profile", choices=("ci", "book"), default="book", help="the profile of those runs")
+    nbs.add_argument("--commit", action="store_true",
+                     help="also commit them, next to their sources, onto the notebooks branch (repository.notebooks_branch "
+                          "of _config.yml: HEAD's tree plus the notebooks; CI pushes it)")
     args = parser.parse_args(argv)
+    named = [args.chapter] if hasattr(args, "chapter") else getattr(args, "chapters", [])
+    known = regression.chapters() if named else {}
+    for name in named:
+        if name not in known:   # argparse's error: the usage and the message on stderr, exit status 2
+            parser.error(f"unknown chapter {name!r}; the table of contents lists {', '.join(sorted(known))}")
 
     if args.command == "list":
         for name, path in regression.chapters().items():
@@ -74,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.chapters:
             print(f"wrote {calibration.bless(name)}")
         return 0
+    if args.command == "notebooks":
+        from . import notebooks
+
+        runs = Path(args.runs)
+        notebooks.write_notebooks(Path(args.out), runs=runs, profile=args.profile)
+        if args.commit:
+            branch = notebooks.notebooks_branch(notebooks.book_config())
+            print(f"committed the reader notebooks onto {branch}: "
+                  f"{notebooks.commit_reader_notebooks(runs=runs, profile=args.profile)}")
+        return 0
     if args.command in ("book", "stage-book", "check-html", "runtimes"):
         from . import bookbuild
 
@@ -81,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             print(bookbuild.write_readme_runtimes() if args.write_readme else bookbuild.runtime_table())
             return 0
         if args.command == "book":
-            return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None)
+            return bookbuild.build(args.profile, jobs=args.jobs, out=Path(args.out) if args.out else None,
+                                   edition=args.edition)
         if args.command == "stage-book":
             print(bookbuild.stage(Path(args.executed_dir), Path(args.dest)))
             return 0
-        return _report(bookbuild.check_html(Path(args.html_dir)))
+        student = bookbuild.check_student_html(Path(args.html_dir)) if args.edition == "student" else []
+        return _report(bookbuild.check_html(Path(args.html_dir)) + student)
     if args.command == "run":
         params = {k: _parse_value(v) for k, v in args.param}
         result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout)

@@ -17,9 +17,6 @@ only on its own code: the projection of :mod:`companion.defenses.defense_gan` re
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,8 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._validate import check_images, check_int, check_positive
+from .train import History, Step, module_device, train_loop
 
-__all__ = ["Discriminator", "Encoder", "GANHistory", "Generator", "feature_frechet_distance", "nearest_neighbour_distance",
+__all__ = ["Discriminator", "Encoder", "Generator", "feature_frechet_distance", "gan_step", "nearest_neighbour_distance",
            "sample", "sample_quality", "train_gan"]
 
 
@@ -100,15 +98,34 @@ def _check_28(x: torch.Tensor, channels: int, who: str) -> None:
         raise ValueError(f"{who} expects images of shape (B, {channels}, 28, 28), got {shape}")
 
 
-@dataclass
-class GANHistory:
-    """Losses per iteration (discriminator, generator), D's mean output on real/fake, and the wall time."""
+def gan_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
+             *, generator: torch.Generator, real_label: float = 0.9) -> Step:
+    """One step of the non-saturating GAN game on the real images ``x[idx]``.
 
-    d_loss: list[float] = field(default_factory=list)
-    g_loss: list[float] = field(default_factory=list)
-    d_real: list[float] = field(default_factory=list)
-    d_fake: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    D descends ``BCE(D(x), real_label) + BCE(D(G(z)), 0)``, then G descends ``BCE(D(G(z)), 1)`` on the
+    same ``z ~ N(0, I)`` (drawn from ``generator``). Logs both losses and D's mean output on each side.
+    """
+    dev = module_device(G)
+
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        real = x[idx].to(dev)
+        z = torch.randn(len(real), G.latent_dim, generator=generator).to(dev)
+        fake = G(z)
+        d_real, d_fake = D(real), D(fake.detach())
+        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_out = D(fake)
+        g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "d_real": torch.sigmoid(d_real).mean().item(),
+                "d_fake": torch.sigmoid(d_fake).mean().item()}
+
+    return step
 
 
 def train_gan(
@@ -124,12 +141,12 @@ def train_gan(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training the GAN",
-) -> GANHistory:
-    """Train ``G`` and ``D`` on images ``x`` (``(N, C, 28, 28)`` in [0, 1]) with the non-saturating loss.
+) -> History:
+    """Train ``G`` and ``D`` on images ``x`` (``(N, C, 28, 28)`` in [0, 1]): :func:`gan_step` in :func:`~companion.train.train_loop`.
 
-    Per iteration: a real batch (shuffled epochs, seeded) and ``z ~ N(0, I)``; D minimises
-    ``BCE(D(x), real_label) + BCE(D(G(z)), 0)``; G minimises ``BCE(D(G(z)), 1)``. Both are left in
-    eval mode. Returns the per-iteration :class:`GANHistory`.
+    Real batches come from shuffled passes over ``x`` and ``z ~ N(0, I)`` from one generator seeded
+    with ``seed``; Adam for both. Both networks are left in eval mode. The :class:`~companion.train.History`
+    holds ``d_loss``, ``g_loss``, ``d_real`` and ``d_fake`` per iteration.
     """
     check_images(x, "x", channels=G.out_channels)
     iterations = check_int(iterations, "iterations", minimum=0)
@@ -138,43 +155,11 @@ def train_gan(
     if not 0.5 <= real_label <= 1.0:
         raise ValueError(f"real_label must lie in [0.5, 1], got {real_label}")
     gen = torch.Generator().manual_seed(seed)
-    dev = next(G.parameters()).device
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
-    hist = GANHistory()
-    start = time.perf_counter()
-    order, pos = torch.randperm(len(x), generator=gen), 0
-    G.train()
-    D.train()
-    bar = tqdm(range(iterations), desc=desc, disable=not progress)
-    for it in bar:
-        if pos + batch_size > len(x):
-            order, pos = torch.randperm(len(x), generator=gen), 0
-        real = x[order[pos: pos + batch_size]].to(dev)
-        pos += batch_size
-        z = torch.randn(len(real), G.latent_dim, generator=gen).to(dev)
-        fake = G(z)
-        d_real, d_fake = D(real), D(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        g_out = D(fake)
-        g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        hist.d_loss.append(d_loss.item())
-        hist.g_loss.append(g_loss.item())
-        hist.d_real.append(torch.sigmoid(d_real).mean().item())
-        hist.d_fake.append(torch.sigmoid(d_fake).mean().item())
-        if it % 50 == 0:
-            bar.set_postfix(d_loss=f"{np.mean(hist.d_loss[-50:]):.3f}", g_loss=f"{np.mean(hist.g_loss[-50:]):.3f}")
-    G.eval()
-    D.eval()
-    hist.seconds = time.perf_counter() - start
-    return hist
+    step = gan_step(G, D, opt_g, opt_d, x, generator=gen, real_label=real_label)
+    return train_loop(step, [G, D], generator=gen, n=len(x), batch_size=batch_size, steps=iterations, desc=desc,
+                      progress=progress)
 
 
 def sample(G: Generator, n: int, *, generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:

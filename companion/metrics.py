@@ -12,7 +12,7 @@ from .attacks import run_attack
 
 Model = Callable[[Tensor], Tensor]
 
-__all__ = ["accuracy", "destruction_rate", "predict", "psnr", "robust_accuracy", "ssim"]
+__all__ = ["accuracy", "budgeted_accuracy", "destruction_rate", "predict", "psnr", "psnr_from_mse", "robust_accuracy", "ssim"]
 
 
 def predict(model: Model, x: Tensor, *, batch_size: int = 512) -> Tensor:
@@ -88,6 +88,15 @@ def _reduce(per_image: Tensor, reduction: str) -> float | Tensor:
     return float(per_image.mean()) if reduction == "mean" else per_image
 
 
+def psnr_from_mse(mse: Tensor, data_range: float) -> Tensor:
+    """The PSNR formula ``10 log10(data_range² / mse)`` in dB, elementwise; ``mse = 0`` gives ``+inf``.
+
+    The one PSNR of the companion: :func:`psnr` (whole images) and :func:`companion.ct.evaluate.masked_psnr`
+    (outside the metal) differ only in the pixels their MSE averages over.
+    """
+    return 10 * torch.log10(data_range**2 / mse)
+
+
 def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0, *, reduction: str = "mean") -> float | Tensor:
     """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB, per image of ``(B, C, H, W)``.
 
@@ -97,8 +106,7 @@ def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0, *, reduction: str = "m
     """
     data_range = _check_pair(x, ref, data_range, reduction)
     mse = (x.double() - ref.double()).pow(2).flatten(1).mean(dim=1)
-    per_image = torch.where(mse > 0, 10 * torch.log10(data_range**2 / mse), torch.inf)
-    return _reduce(per_image, reduction)
+    return _reduce(psnr_from_mse(mse, data_range), reduction)
 
 
 def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0, *, reduction: str = "mean") -> float | Tensor:

@@ -1,4 +1,4 @@
-"""Small trained weights shipped with the book (DESIGN.md, "Trained weights").
+"""Small trained weights shipped with the book (the project's design notes, "Trained weights").
 
 Each entry of :data:`REGISTRY` names a configuration (a JSON-able dict) and the function that trains
 the modules from scratch with the project's own code. ``python -m companion.pretrained [NAME ...]``

@@ -2,8 +2,8 @@
 
 A reconstruction network ``f`` maps measurements ``y = A x`` back to images. Its robustness is judged
 by the worst reconstruction error over perturbations ``δ`` of the *measurements* with ``‖δ‖₂ ≤ ε``
-(:func:`worst_case_error`, projected gradient ascent). :func:`train_reconstruction` trains ``f`` four
-ways: plainly, with weight decay, as a Parseval network (:func:`parseval_retraction`) or by the paper's
+(:func:`worst_case_error`, projected gradient ascent). trains ``f`` in five
+ways (:func:`train_reconstruction`): plainly, with weight decay, as a Parseval network (:func:`parseval_retraction`) or by the paper's
 min-max game against an attacker network ``G(y)`` (:class:`PerturbationNet`).
 
 For a one-layer linear ``f(y) = B y`` the min-max problem has a closed form, a singular-value-filtered
@@ -12,17 +12,16 @@ pseudo-inverse (:func:`filtered_pinv`); :func:`minmax_objective`, :func:`fit_lin
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_int, check_positive
-from .attacks import _norms, project_l2_ball
+from .attacks import ascent_step, per_sample_norms, project_l2_ball
 from .inverse import LinearOperator, MatrixOperator
+from .train import History, Step, frozen, module_device, train_loop
 
 SCHEMES = ("plain", "weight_decay", "parseval", "minmax", "pga")
 
@@ -98,12 +97,16 @@ def fit_linear_analytic(A: torch.Tensor, lam: float, eps: float, *, steps: int =
     B = a.T.clone().requires_grad_(True)
     opt = torch.optim.Adam([B], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in tqdm(range(steps), desc="linear min-max (exact inner max)", disable=not progress, mininterval=1):
+
+    def step(_: torch.Tensor | None) -> dict[str, float]:
         loss = minmax_objective(B, a, lam, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        return {"objective": float(loss.detach())}
+
+    train_loop(step, [], steps=steps, desc="linear min-max (exact inner max)", progress=progress)
     return B.detach()
 
 
@@ -124,18 +127,23 @@ def fit_linear_alternating(A: torch.Tensor, lam: float, eps: float, *, steps: in
     delta = project_l2_ball(torch.randn(1, m, generator=gen, dtype=a.dtype), eps)
     opt = torch.optim.Adam([B], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in tqdm(range(steps), desc="linear min-max (alternating)", disable=not progress, mininterval=1):
+
+    def step(_: torch.Tensor | None) -> dict[str, float]:
+        nonlocal delta
         x = torch.randn(batch_size, n, generator=gen, dtype=a.dtype)
         y = x @ a.T
         d = delta.clone().requires_grad_(True)
         adv = (((y + d) @ B.detach().T - x) ** 2).sum(1).mean()
         (grad,) = torch.autograd.grad(adv, d)
-        delta = project_l2_ball(d.detach() + 0.5 * eps * grad / grad.norm().clamp_min(1e-12), eps)
+        delta = ascent_step(d.detach(), grad, 0.5 * eps, lambda v: project_l2_ball(v, eps))   # δ has one sample
         loss = ((y @ B.T - x) ** 2).sum(1).mean() + lam * (((y + delta) @ B.T - x) ** 2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        return {"loss": float(loss.detach())}
+
+    train_loop(step, [], generator=gen, steps=steps, desc="linear min-max (alternating)", progress=progress)
     return B.detach()
 
 
@@ -232,7 +240,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
     with the largest ℓ2 error and that error.
     """
     delta = torch.randn(y.shape, generator=generator).to(y)
-    delta = 0.1 * eps * delta / _norms(delta)
+    delta = 0.1 * eps * delta / per_sample_norms(delta)
     best = torch.full((len(y),), -1.0, dtype=y.dtype, device=y.device)
     best_delta = delta.clone()
     for step_index in range(steps + 1):
@@ -244,7 +252,7 @@ def pga_perturbation(net: nn.Module, y: torch.Tensor, x: torch.Tensor, eps: floa
         if step_index == steps:
             break
         (grad,) = torch.autograd.grad((err**2).sum(), delta)
-        delta = project_l2_ball(delta.detach() + 2.5 * eps / steps * grad / _norms(grad), eps)
+        delta = ascent_step(delta.detach(), grad, 2.5 * eps / steps, lambda v: project_l2_ball(v, eps))
     return best_delta, best
 
 
@@ -283,19 +291,78 @@ def worst_case_error(net: nn.Module, op: LinearOperator, x: torch.Tensor, eps: f
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class ReconHistory:
-    """Per-epoch record of :func:`train_reconstruction`.
+def reconstruction_step(net: nn.Module, op: MatrixOperator, x: torch.Tensor, opt: torch.optim.Optimizer, *,
+                        parseval_beta: float | None = None) -> Step:
+    """One plain step on the images ``x[idx]``: descend ``‖f(Ax) − x‖²`` (mean per pixel); with
+    ``parseval_beta``, follow the update by :func:`parseval_retraction`."""
+    dev = module_device(net)
 
-    ``loss``: mean clean MSE per pixel. For the min-max and PGA schemes also ``attacker_error``: the
-    mean ℓ2 error ``‖f(y + δ) − x‖`` that the training perturbation (``G(y)`` or PGA's) reached during
-    the epoch.
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        xb = x[idx].to(dev)
+        loss = F.mse_loss(net(op.A(xb)), xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if parseval_beta is not None:
+            parseval_retraction(net, parseval_beta)
+        return {"loss": float(loss.detach())}
+
+    return step
+
+
+def robust_descent(net: nn.Module, opt: torch.optim.Optimizer, y: torch.Tensor, x: torch.Tensor, delta: torch.Tensor,
+                   lam: float) -> dict[str, float]:
+    """One descent step of ``f`` on ``‖f(y) − x‖² + λ‖f(y + δ) − x‖²`` with the perturbation ``δ`` held fixed.
+
+    Logs the clean loss and ``attacker_error``, the mean ``‖f(y + δ) − x‖₂`` that ``δ`` reached.
     """
+    clean = F.mse_loss(net(y), x)
+    adv_out = net(y + delta)
+    loss = clean + lam * F.mse_loss(adv_out, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": float(clean.detach()), "attacker_error": float((adv_out - x).detach().flatten(1).norm(dim=1).mean())}
 
-    scheme: str
-    loss: list[float] = field(default_factory=list)
-    attacker_error: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+
+def minmax_step(net: nn.Module, attacker: nn.Module, op: MatrixOperator, x: torch.Tensor, opt: torch.optim.Optimizer,
+                opt_g: torch.optim.Optimizer, *, lam: float, attacker_steps: int = 3) -> Step:
+    """The paper's min-max step on the images ``x[idx]``, with ``y = Ax``.
+
+    Max: with ``f`` frozen, ``attacker_steps`` Adam ascent steps of the attacker network ``G`` on
+    ``‖f(y + G(y)) − x‖²``. Min: one :func:`robust_descent` step of ``f`` with ``δ = G(y)`` held fixed.
+    """
+    dev = module_device(net)
+
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        xb = x[idx].to(dev)
+        y = op.A(xb)
+        with frozen(net):
+            for _ in range(attacker_steps):
+                gain = F.mse_loss(net(y + attacker(y)), xb)
+                opt_g.zero_grad(set_to_none=True)
+                (-gain).backward()
+                opt_g.step()
+            with torch.no_grad():
+                delta = attacker(y)
+        return robust_descent(net, opt, y, xb, delta, lam)
+
+    return step
+
+
+def pga_step(net: nn.Module, op: MatrixOperator, x: torch.Tensor, opt: torch.optim.Optimizer, *, eps: float, lam: float,
+             pga_steps: int, generator: torch.Generator) -> Step:
+    """The reference step: like :func:`minmax_step`, with ``δ`` found per image by :func:`pga_perturbation`."""
+    dev = module_device(net)
+
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        xb = x[idx].to(dev)
+        y = op.A(xb)
+        with frozen(net):
+            delta = pga_perturbation(net, y, xb, eps, steps=pga_steps, generator=generator)[0]
+        return robust_descent(net, opt, y, xb, delta.detach(), lam)
+
+    return step
 
 
 def train_reconstruction(
@@ -317,22 +384,22 @@ def train_reconstruction(
     pga_steps: int = 5,
     seed: int = 0,
     progress: bool = True,
-) -> ReconHistory:
+) -> History:
     """Train the reconstruction network ``net`` on images ``x`` measured by ``op``, with Adam.
 
     Schemes (the paper's comparison has the first four; the fifth, ``"pga"``, is a reference):
 
-    - ``"plain"``: minimise ``‖f(Ax) − x‖²``;
+    - ``"plain"``: minimise ``‖f(Ax) − x‖²`` (:func:`reconstruction_step`);
     - ``"weight_decay"``: the same plus ``weight_decay · ‖W‖²/2`` on every parameter;
     - ``"parseval"``: plain steps, each followed by :func:`parseval_retraction` with ``parseval_beta``;
-    - ``"minmax"``: per mini-batch, ``attacker_steps`` Adam ascent steps of the attacker ``G`` on
-      ``‖f(y + G(y)) − x‖²`` (``f`` frozen), then one descent step of ``f`` on
-      ``‖f(y) − x‖² + λ‖f(y + δ) − x‖²`` with ``δ = G(y)`` held fixed. ``attacker`` defaults to a
-      :class:`PerturbationNet` with radius ``eps``;
-    - ``"pga"`` (a reference, the paper's "ideal" formulation): the same descent step, with ``δ`` found
-      per image by ``pga_steps`` steps of :func:`pga_perturbation` instead of by an attacker network.
+    - ``"minmax"``: :func:`minmax_step` against the attacker ``G`` (default: a :class:`PerturbationNet`
+      of radius ``eps``, initialised from ``seed``), ``attacker_steps`` ascent steps per mini-batch;
+    - ``"pga"`` (a reference, the paper's "ideal" formulation): :func:`pga_step`, ``δ`` found per image
+      by ``pga_steps`` steps of projected gradient ascent instead of by an attacker network.
 
-    Losses are mean squared errors per pixel. The network is left in eval mode.
+    Losses are mean squared errors per pixel. The network is left in eval mode. The
+    :class:`~companion.train.History` holds ``loss`` (clean) per epoch and, for the min-max and PGA
+    schemes, ``attacker_error``: the mean ``‖f(y + δ) − x‖₂`` the training perturbation reached.
     """
     check_choice(scheme, "scheme", SCHEMES)
     check_int(epochs, "epochs")
@@ -355,62 +422,19 @@ def train_reconstruction(
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay if scheme == "weight_decay" else 0.0)
+    modules = [net]
     if scheme == "minmax":
-        attacker = attacker if attacker is not None else PerturbationNet(op.m, eps)
-        attacker.train()
+        if attacker is None:
+            with torch.random.fork_rng(devices=[]):     # a seeded initialisation that leaves the caller's RNG alone
+                torch.manual_seed(seed)
+                attacker = PerturbationNet(op.m, eps).to(module_device(net))
         opt_g = torch.optim.Adam(attacker.parameters(), lr=attacker_lr)
-
-    def attack(y: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        """The perturbation ``δ`` for this mini-batch, found with ``f`` frozen."""
-        for p in net.parameters():
-            p.requires_grad_(False)
-        if scheme == "minmax":
-            for _ in range(attacker_steps):
-                gain = F.mse_loss(net(y + attacker(y)), xb)
-                opt_g.zero_grad(set_to_none=True)
-                (-gain).backward()
-                opt_g.step()
-            with torch.no_grad():
-                delta = attacker(y)
-        else:
-            delta = pga_perturbation(net, y, xb, eps, steps=pga_steps, generator=gen)[0]
-        for p in net.parameters():
-            p.requires_grad_(True)
-        return delta.detach()
-
-    hist = ReconHistory(scheme=scheme)
-    start = time.perf_counter()
-    bar = tqdm(range(epochs), desc=f"training ({scheme})", disable=not progress)
-    for _ in bar:
-        net.train()
-        order = torch.randperm(len(x), generator=gen)
-        total, total_adv = 0.0, 0.0
-        for i in range(0, len(x), batch_size):
-            xb = x[order[i: i + batch_size]]
-            y = op.A(xb)
-            if scheme in ("minmax", "pga"):
-                delta = attack(y, xb)
-                clean = F.mse_loss(net(y), xb)
-                adv_out = net(y + delta)
-                loss = clean + lam * F.mse_loss(adv_out, xb)
-                total_adv += float((adv_out - xb).detach().flatten(1).norm(dim=1).sum())
-            else:
-                clean = F.mse_loss(net(y), xb)
-                loss = clean
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheme == "parseval":
-                parseval_retraction(net, parseval_beta)
-            total += float(clean.detach()) * len(xb)
-        hist.loss.append(total / len(x))
-        postfix = {"mse": f"{hist.loss[-1]:.4f}"}
-        if scheme in ("minmax", "pga"):
-            hist.attacker_error.append(total_adv / len(x))
-            postfix["‖f(y+δ)−x‖"] = f"{hist.attacker_error[-1]:.2f}"
-        bar.set_postfix(postfix)
-    net.eval()
-    hist.seconds = time.perf_counter() - start
-    return hist
+        step = minmax_step(net, attacker, op, x, opt, opt_g, lam=lam, attacker_steps=attacker_steps)
+        modules.append(attacker)
+    elif scheme == "pga":
+        step = pga_step(net, op, x, opt, eps=eps, lam=lam, pga_steps=pga_steps, generator=gen)
+    else:
+        step = reconstruction_step(net, op, x, opt, parseval_beta=parseval_beta if scheme == "parseval" else None)
+    return train_loop(step, modules, generator=gen, n=len(x), batch_size=batch_size, epochs=epochs,
+                      desc=f"training ({scheme})", progress=progress)

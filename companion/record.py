@@ -1,9 +1,10 @@
-"""Record a chapter's key numbers: shown in the notebook, glued for the prose, saved for regression runs.
+"""Record a chapter's key numbers: glued for the prose, saved for regression runs, printed only on request.
 
 A chapter calls ``use_records_file(records_path)`` once (``records_path`` is a papermill parameter;
 when it is ``None`` the environment variable ``COMPANION_RECORDS`` is used, and when that is unset
 nothing is written), then ``record(name, value)`` for every number the regression harness and the
-appendix scorecard should see.
+appendix scorecard should see. Records are not printed: the page shows them in its tables, figures and
+prose (``{glue:text}`name```); ``record(name, value, show=True)`` also prints ``name = value``.
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ def use_records_file(path: str | os.PathLike | None) -> Path | None:
     return _path
 
 
-def record(name: str, value: float, *, show: bool = True) -> float:
-    """Show ``name = value``, glue it for MyST (``{glue:text}`name```) and write it to the records file.
+def record(name: str, value: float, *, show: bool = False) -> float:
+    """Glue ``value`` for MyST (``{glue:text}`name```) and write it to the records file; return it as a float.
 
     ``name`` uses letters, digits, ``_``, ``.`` and ``@`` (e.g. ``acc_pgd@0.1``); ``value`` is a
-    finite number (accuracies are fractions in [0, 1]). Returns ``value`` as a float.
+    finite number (accuracies are fractions in [0, 1]). Nothing is printed unless ``show`` is true, then
+    ``name = value`` (4 significant digits): a chapter shows its numbers in tables, figures and prose.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"record name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")

@@ -23,10 +23,11 @@ from ._validate import check_choice
 
 PROFILES = ("ci", "book", "full")
 # Pages of _toc.yml that are not chapters (no parameters cell, no records), by their exact toc path.
-NON_CHAPTERS = frozenset({"book/intro", "book/appendix/reproducibility"})
+NON_CHAPTERS = frozenset({"book/intro", "book/appendix/reproducibility", "book/appendix/api", "book/appendix/course"})
 # The harness's own modules: they run, check and publish chapters but compute nothing a chapter records,
 # so editing them does not invalidate cached runs or calibration runs.
-HARNESS = frozenset({"__main__.py", "cli.py", "regression.py", "calibration.py", "expected.py", "bookbuild.py"})
+HARNESS = frozenset({"__main__.py", "cli.py", "regression.py", "calibration.py", "expected.py", "bookbuild.py",
+                     "notebooks.py"})
 CELL_TIMEOUT_S = {"ci": 240, "book": 900, "full": 6 * 3600}
 
 

@@ -1,7 +1,7 @@
 """Small plotting and table helpers used by every chapter."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -48,6 +48,25 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]):
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))
+
+
+def profile_table(profiles: Mapping[str, Mapping[str, object]], current: str | None = None):
+    """What changes between a chapter's profiles: one row per setting whose value differs (a Markdown table).
+
+    ``profiles`` maps each profile name (``ci``, ``book``, ``full``) to its settings, as a chapter's
+    ``PROFILES``; a setting that a profile does not define shows as "–", settings equal in all profiles
+    are left out. The column of ``current``, the profile of this run, is marked "(this run)".
+    """
+    absent = object()
+    names = list(profiles)
+    keys = list(dict.fromkeys(k for settings in profiles.values() for k in settings))
+    rows = []
+    for key in keys:
+        values = [profiles[p].get(key, absent) for p in names]
+        if any(v is absent or v != values[0] for v in values):
+            rows.append([f"`{key}`"] + ["–" if v is absent else f"`{v}`" for v in values])
+    headers = ["setting"] + [f"{p} (this run)" if p == current else p for p in names]
+    return markdown_table(headers, rows)
 
 
 def live_kernel() -> bool:

@@ -124,3 +124,78 @@ def test_the_page_shows_todays_prose_with_the_executed_outputs(tmp_path) -> None
     write("New prose.", "print(seed + 1)")
     with pytest.raises(ValueError, match="code differs"):
         bookbuild.with_current_prose(executed, source)
+
+
+def test_the_page_takes_todays_code_cell_metadata_and_keeps_what_the_run_wrote(tmp_path) -> None:
+    import jupytext
+    import nbformat
+
+    caption = {"figure": {"caption": "New caption.", "name": "fig-ch-x"}, "image": {"alt": "New alt text."}}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("plot()", metadata={"tags": ["hide-input"], "mystnb": caption})])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    source = tmp_path / "ch.md"
+    source.write_text(jupytext.writes(nb, fmt="md:myst"))
+    ran = {"execution": {"iopub.status.idle": "2026-01-01T00:00:00Z"}, "papermill": {"duration": 1.5, "status": "completed"}}
+    old = {"figure": {"caption": "Old caption.", "name": "fig-ch-old"}}
+    image = {"output_type": "display_data", "data": {"image/png": "iVBOR"}, "metadata": {}}
+
+    def code(source: str, outputs: list, **metadata) -> dict:
+        return {"cell_type": "code", "metadata": {**metadata, **ran}, "source": source, "outputs": outputs}
+
+    executed = {"cells": [code("seed = 0", [], tags=["parameters"]), code("seed = 1", [], tags=["injected-parameters"]),
+                          code("plot()", [image], tags=["remove-output"], mystnb=old, scrolled=True)],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    page = bookbuild.with_current_prose(executed, source)
+    assert [c["metadata"].get("tags") for c in page["cells"]] == [["parameters"], ["injected-parameters"], ["hide-input"]]
+    plot = page["cells"][2]
+    assert plot["metadata"] == {"tags": ["hide-input"], "mystnb": caption, **ran}   # no old caption, tag or front-end key
+    assert plot["outputs"] == executed["cells"][2]["outputs"]
+    assert page["cells"][1]["metadata"] == executed["cells"][1]["metadata"]          # papermill's cell is untouched
+
+
+def test_each_captioned_image_gets_a_cell_of_its_own() -> None:
+    figure = {"figure": {"caption": "What it shows.", "name": "fig-ch-a"}, "image": {"alt": "What it looks like."}}
+    image = {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}, "metadata": {}}
+    bar = {"output_type": "display_data", "data": {"application/vnd.jupyter.widget-view+json": {}, "text/plain": "0%"}, "metadata": {}}
+    glue = {"output_type": "display_data", "data": {"application/papermill.record/text/plain": "0.5"},
+            "metadata": {"scrapbook": {"name": "x", "mime_prefix": "application/papermill.record/"}}}
+    table = {"output_type": "execute_result", "data": {"text/markdown": "| a |", "text/plain": "<Markdown>"}, "metadata": {},
+             "execution_count": 3}
+    stream = {"output_type": "stream", "name": "stdout", "text": "x = 0.5\n"}
+
+    def cell(outputs: list, tags: tuple = (), options: dict = figure, cid: str = "c1") -> dict:
+        return {"cell_type": "code", "id": cid, "source": "plot()", "execution_count": 3, "outputs": outputs,
+                "metadata": {"tags": list(tags), "mystnb": options, "papermill": {"duration": 1.0}}}
+
+    alone = cell([stream, glue, image])          # one image and nothing else shown: MyST-NB does it right
+    mixed = cell([bar, stream, glue, table, image], tags=("hide-input",), cid="c2")
+    two = cell([image, {**image, "data": {"image/png": "iVBOQ"}}], cid="c3")
+    none = cell([bar], cid="c4")
+    plain = cell([bar, image], options={"image": {"alt": "Alt only."}}, cid="c5")
+    out = bookbuild.figures_on_their_images({"cells": [alone, mixed, two, none, plain], "metadata": {}})["cells"]
+    assert out[0] == alone and out[-1] == plain
+    code, moved = out[1], out[2]
+    assert code["source"] == "plot()" and code["outputs"] == [bar, stream, glue, table]
+    assert code["metadata"] == {"tags": ["hide-input"], "mystnb": {"image": figure["image"]}, "papermill": {"duration": 1.0}}
+    assert moved["outputs"] == [image] and moved["source"] == "" and moved["id"] == "c2-image-0"
+    assert moved["metadata"] == {"tags": ["hide-input", "remove-input"], "mystnb": figure}
+    first, last = out[4], out[5]                 # two images: the caption and the name go to the last
+    assert out[3]["outputs"] == [] and "figure" not in out[3]["metadata"]["mystnb"]
+    assert first["metadata"]["mystnb"] == {"image": figure["image"]} and last["metadata"]["mystnb"] == figure
+    assert [first["outputs"], last["outputs"]] == [two["outputs"][:1], two["outputs"][1:]]
+    assert out[6]["outputs"] == [bar] and out[6]["metadata"]["mystnb"] == {"image": figure["image"]}   # no image: no figure
+    assert len(out) == 8
+
+
+def test_html_check_wants_alt_text_on_every_image(tmp_path) -> None:
+    mathjax = '<script src="mathjax/tex-chtml.js"></script>'
+    good = '<figure><img alt="Two line plots of accuracy against the budget." src="../_images/ab12.png" /></figure>'
+    assert bookbuild.check_html(_page(tmp_path, mathjax + good)) == []
+    bad = ('<img src="../_images/c0ffee.png">'                                  # no alt at all
+           '<img alt="  " src="../_images/d1.png" />'                             # blank
+           '<img alt="../_images/e2.png" src="../_images/e2.png" />'              # docutils' default: the path
+           '<img alt="plot.png" src="data:image/png;base64,AAAA" />')             # a file name is no description
+    problems = bookbuild.check_html(_page(tmp_path, mathjax + good + bad))
+    assert len(problems) == 4 and all("has no alt text" in p for p in problems), problems
+    assert bookbuild.missing_alt_text('<img alt="Binder logo" src="_static/binder.svg">') == []

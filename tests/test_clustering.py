@@ -12,8 +12,8 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import normalized_mutual_info_score
 
 from companion.clustering import (PAHC, CosineAHC, average_linkage, bcubed, check_embeddings, cluster_sizes, curate,
-                                  cut_linkage, linkage_sweep, make_identities, neighbour_lists, nmi, pahc_distance,
-                                  pahc_similarity, pairwise_prf, sample_vmf, sweep)
+                                  cut_linkage, linkage_sweep, make_identities, neighbour_lists, nmi, pahc_similarity,
+                                  pairwise_prf, sample_vmf, similarity_distance, sweep)
 from companion.clustering.pahc import pahc_hyperplanes
 
 
@@ -178,7 +178,7 @@ def test_shared_building_blocks() -> None:
     """Cosine distance, Gram blocks, the symmetric set similarity and the quiet SVM fit shared by PAHC and DDC."""
     from sklearn.svm import LinearSVC
 
-    from companion.clustering import baselines, cosine_distance_matrix, fit_quietly, gram_blocks, set_similarity
+    from companion.clustering import cosine_distances, fit_quietly, gram_blocks, set_similarity
 
     raw = np.random.default_rng(3).normal(size=(23, 4)) * np.random.default_rng(5).uniform(0.1, 10, size=(23, 1))
     X = check_embeddings(raw)
@@ -186,10 +186,10 @@ def test_shared_building_blocks() -> None:
     ref = cdist(raw, raw, "cosine")
     np.fill_diagonal(ref, 0.0)
     assert ref.max() > 1.5 and ref[~np.eye(23, dtype=bool)].min() < 0.05   # the whole range [0, 2] is exercised
-    D = cosine_distance_matrix(X)
+    D = cosine_distances(X, normalised=True)
     np.testing.assert_allclose(D, ref, atol=1e-12)
     assert (np.diag(D) == 0).all() and (D == D.T).all()
-    np.testing.assert_allclose(baselines.cosine_distances(raw), ref, atol=1e-12)   # normalises the raw rows itself
+    assert np.array_equal(cosine_distances(raw), D)   # normalises the raw rows itself, with check_embeddings
     np.testing.assert_allclose(CosineAHC()._distances(X), ref, atol=1e-12)
     blocks = list(gram_blocks(X, chunk=5))
     assert [start for start, _ in blocks] == [0, 5, 10, 15, 20]
@@ -217,14 +217,14 @@ def test_open_set_mnist_separates_seen_and_unseen_digits() -> None:
         open_set_mnist(10_000, epochs=1, progress=False)
 
 
-def test_pahc_distance_maps() -> None:
+def test_similarity_distance_maps() -> None:
     S = np.array([[5.0, 0.0], [0.0, 5.0]])
-    D = pahc_distance(S)
+    D = similarity_distance(S)
     assert D[0, 0] == 0 and D[0, 1] == pytest.approx(1.0)
-    assert pahc_distance(np.array([[0.0, 1.0], [1.0, 0.0]]))[0, 1] == pytest.approx(0.5)   # 1 - (2/pi) pi/4
-    assert pahc_distance(S, "exp")[0, 1] == pytest.approx(1.0)
+    assert similarity_distance(np.array([[0.0, 1.0], [1.0, 0.0]]))[0, 1] == pytest.approx(0.5)   # 1 - (2/pi) pi/4
+    assert similarity_distance(S, "exp")[0, 1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown distance"):
-        pahc_distance(S, "cosine")
+        similarity_distance(S, "cosine")
 
 
 def test_pahc_estimator_api_and_validation() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from companion.ct import FanBeam, ParallelBeam, RadonInversionLayer, filter_sinogram, ramp_filter, uniform_angles
-from companion.ct.dudonet import CONFIGS, MARNet, UNet, mar_loss, predict, train_mar
+from companion.ct.dudonet import CONFIGS, MARNet, UNet, mar_loss, mar_outputs, train_mar
 from companion.ct.evaluate import group_means, masked_psnr, masked_ssim
 from companion.ct.mar import linear_interpolation, metal_trace, nmar, nmar_prior
 from companion.ct.phantoms import implant_masks, random_body_phantoms, shepp_logan_body
@@ -291,8 +291,8 @@ def test_unet_mask_pyramid_and_marnet(scanner: Scanner) -> None:
     model = MARNet("G", scanner, 4)
     hist = train_mar(model, data, 30, batch_size=8, lr=1e-3, progress=False)
     assert np.mean(hist.loss[-5:]) < np.mean(hist.loss[:5])
-    assert set(hist.terms) == {"L_Gs", "L_RC", "L_Gi"}
-    assert predict(model, data)["x_out"].shape == (16, 32, 32)
+    assert set(hist.steps) == {"loss", "L_Gs", "L_RC", "L_Gi"}
+    assert mar_outputs(model, data)["x_out"].shape == (16, 32, 32)
     with pytest.raises(ValueError, match="config"):
         MARNet("Z", scanner)
 
@@ -310,5 +310,5 @@ def test_shipped_dudonet_weights_load_and_match_the_code() -> None:
     water, bone = random_body_phantoms(2, DUDONET_SMALL["n_pixels"], gen)
     data = simulate(scanner, water, bone, implant_masks([40.0, 10.0], DUDONET_SMALL["n_pixels"], gen), gen)
     for name, net in nets.items():
-        image = MARNet.image(predict(net, data))
+        image = MARNet.image(mar_outputs(net, data))
         assert image.shape == data.x_gt.shape and bool(torch.isfinite(image).all()), name

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from companion import pretrained
-from companion.attacks import bpda
+from companion.attacks import bpda, on_manifold_attack
 from companion.defenses import (GANProjection, Preprocessed, detection_auc, detection_scores, encoder_start, inverter_losses,
-                                latent_recovery_error, on_manifold_attack, project, train_inverter)
+                                latent_recovery_error, project, train_inverter)
+from companion.defenses.defense_gan import per_image_normal
 from companion.gan import Discriminator, Encoder, Generator
 from companion.metrics import accuracy
 
@@ -74,6 +75,14 @@ def test_encoder_start_and_gan_projection(tiny) -> None:
     assert 0.1 < float((z0[1:] - z0[0]).std()) < 0.6
     inv = GANProjection(G, restarts=1, steps=0, inverter=E)
     assert torch.allclose(inv(x), G(E(x)).detach(), atol=1e-6) and inv.name == "InvGAN (R=1, T=0)"
+    # InvGAN's projection starts from encoder_start, fed the per-image draws
+    draws = per_image_normal(x, 4, 6, seed=3)
+    z0 = encoder_start(E, x, restarts=4, sigma=0.3, draws=draws)
+    assert torch.equal(z0[0], E(x).detach()) and torch.allclose(z0[1:], E(x).detach() + 0.3 * draws[1:])
+    proj = GANProjection(G, restarts=4, steps=0, inverter=E, seed=3).project(x)
+    assert torch.equal(proj.x_proj, project(G, x, restarts=4, steps=0, z0=z0).x_proj)
+    with pytest.raises(ValueError, match="draws"):
+        encoder_start(E, x, restarts=2, draws=draws)
     dg = GANProjection(G, restarts=2, steps=5)
     assert torch.equal(dg(x), dg(x)) and dg.name.startswith("DefenseGAN")
     with pytest.raises(ValueError):

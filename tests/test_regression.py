@@ -131,11 +131,14 @@ def test_calibration_derives_tolerances_and_statuses_from_the_runs() -> None:
         calibrate(spec, {"r1": runs["r1"], "r2": dict(runs["r2"], loss=float("nan"))})
 
 
-def test_records_file_and_validation(tmp_path, monkeypatch) -> None:
+def test_records_file_and_validation(tmp_path, monkeypatch, capsys) -> None:
     path = use_records_file(tmp_path / "r.json")
     assert record("acc_x@0.1", 0.25) == 0.25
     record("n", 3)
     assert json.loads(path.read_text()) == {"acc_x@0.1": 0.25, "n": 3.0}
+    assert capsys.readouterr().out == ""   # recorded, not printed: the page shows tables and prose
+    record("m", 0.123456, show=True)
+    assert capsys.readouterr().out == "m = 0.1235\n"
     for name, value, err in [("1bad", 1.0, ValueError), ("a b", 1.0, ValueError), ("ok", float("nan"), ValueError),
                              ("ok", "0.5", TypeError), ("ok", True, TypeError)]:
         with pytest.raises(err):
@@ -146,7 +149,7 @@ def test_records_file_and_validation(tmp_path, monkeypatch) -> None:
     assert json.loads((tmp_path / "env.json").read_text()) == {"y": 1.0}
     monkeypatch.delenv("COMPANION_RECORDS")
     use_records_file(None)
-    record("z", 1.0)  # no path: shown only
+    record("z", 1.0)  # no path: glued only
 
 
 def test_chapters_are_exactly_the_toc_minus_the_listed_pages(tmp_path) -> None:

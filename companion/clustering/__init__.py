@@ -6,7 +6,7 @@
   (oracle and transferred operating points);
 * :mod:`~companion.clustering.linkage` -- average-linkage AHC on a precomputed distance, the shared
   estimator base, the cosine baseline :class:`CosineAHC` and the shared building blocks (cosine distance,
-  Gram blocks, the symmetric set similarity, quiet SVM fits);
+  Gram blocks, the symmetric set similarity and its map to a distance, quiet SVM fits);
 * :mod:`~companion.clustering.pahc` -- proximity-aware hierarchical clustering (:class:`PAHC`);
 * :mod:`~companion.clustering.ddc` -- deep density clustering (:class:`DeepDensityClustering`, DDC and DDC-NEG);
 * :mod:`~companion.clustering.baselines` -- k-means, DBSCAN, HDBSCAN, spectral, affinity propagation;
@@ -15,19 +15,19 @@
 Estimators follow scikit-learn: ``__init__`` stores parameters, ``fit`` returns ``self`` and sets
 ``labels_`` (and ``linkage_``, so that other thresholds can be cut without refitting).
 """
-from .linkage import (CosineAHC, LinkageClustering, average_linkage, check_embeddings, cosine_distance_matrix, cut_linkage,
-                      fit_quietly, gram_blocks, set_similarity)
+from .linkage import (DISTANCES, CosineAHC, LinkageClustering, average_linkage, check_embeddings, cosine_distances,
+                      cut_linkage, fit_quietly, gram_blocks, set_similarity, similarity_distance)
 from .metrics import Sweep, bcubed, fit_sweep, linkage_sweep, nmi, pairwise_prf, sweep
-from .pahc import PAHC, neighbour_lists, pahc_distance, pahc_similarity
+from .pahc import PAHC, neighbour_lists, pahc_similarity
 from .ddc import DeepDensityClustering, eps_neighbourhoods, select_eps, select_eta, svdd_dual, svdd_linear
 from .synthetic import REGIMES, cluster_sizes, make_identities, make_regime, sample_vmf
 from .features import OpenSetFeatures, curate, embed, open_set_mnist, train_feature_cnn
 
 __all__ = [
-    "CosineAHC", "DeepDensityClustering", "LinkageClustering", "OpenSetFeatures", "PAHC", "REGIMES", "Sweep",
-    "average_linkage", "bcubed", "check_embeddings", "cluster_sizes", "cosine_distance_matrix", "curate",
-    "cut_linkage", "embed", "eps_neighbourhoods", "fit_quietly", "fit_sweep", "gram_blocks", "linkage_sweep",
-    "make_identities", "make_regime", "neighbour_lists", "nmi", "open_set_mnist", "pahc_distance",
-    "pahc_similarity", "pairwise_prf", "sample_vmf", "select_eps", "select_eta", "set_similarity", "svdd_dual",
-    "svdd_linear", "sweep", "train_feature_cnn",
+    "DISTANCES", "CosineAHC", "DeepDensityClustering", "LinkageClustering", "OpenSetFeatures", "PAHC", "REGIMES", "Sweep",
+    "average_linkage", "bcubed", "check_embeddings", "cluster_sizes", "cosine_distances", "curate", "cut_linkage",
+    "embed", "eps_neighbourhoods", "fit_quietly", "fit_sweep", "gram_blocks", "linkage_sweep", "make_identities",
+    "make_regime", "neighbour_lists", "nmi", "open_set_mnist", "pahc_similarity", "pairwise_prf", "sample_vmf",
+    "select_eps", "select_eta", "set_similarity", "similarity_distance", "svdd_dual", "svdd_linear", "sweep",
+    "train_feature_cnn",
 ]

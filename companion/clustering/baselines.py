@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.cluster import DBSCAN, HDBSCAN, AffinityPropagation, KMeans, SpectralClustering
 
 from .._validate import check_int, check_positive
-from .linkage import check_embeddings, cosine_distance_matrix
+from .linkage import check_embeddings
 
 
 def noise_to_singletons(labels: np.ndarray) -> np.ndarray:
@@ -21,11 +21,6 @@ def noise_to_singletons(labels: np.ndarray) -> np.ndarray:
     noise = out < 0
     out[noise] = out.max(initial=-1) + 1 + np.arange(noise.sum())
     return np.unique(out, return_inverse=True)[1]
-
-
-def cosine_distances(X: Any) -> np.ndarray:
-    """1 - x_i^T x_j ``(N, N)`` of the rows of ``X`` after L2 normalisation (the cosine AHC distance)."""
-    return cosine_distance_matrix(check_embeddings(X))
 
 
 def kmeans_labels(X: Any, n_clusters: int, seed: int = 0) -> np.ndarray:

@@ -19,8 +19,8 @@ from sklearn.svm import LinearSVC, OneClassSVM
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
-from .linkage import LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity
-from .pahc import DISTANCES, pahc_distance
+from .linkage import (DISTANCES, LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity,
+                      similarity_distance)
 
 
 def _matched_distances(X: np.ndarray, labels: np.ndarray, max_per_subject: int = 2000,
@@ -198,4 +198,4 @@ class DeepDensityClustering(LinkageClustering):
         h = ddc_evaluators(X, self.eps, self.nu, self.negatives, self.neg_eta, self.n_neg, self.C, self.progress)
         self.neighbourhood_sizes_ = h["sizes"]
         self.similarity_ = set_similarity(h["W"], h["M"], h["o"])     # (A + A^T) / 2, A[i, j] = mean of E_i over V(x_j)
-        return pahc_distance(self.similarity_, self.distance)
+        return similarity_distance(self.similarity_, self.distance)

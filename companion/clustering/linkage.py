@@ -6,10 +6,11 @@ at a distance threshold eta (clusters merge while their average distance is at m
 requested number of clusters. The dendrogram is kept (``linkage_``) so that a threshold sweep costs
 one cut per threshold, not one clustering per threshold.
 
-Shared building blocks: :func:`cosine_distance_matrix` (the baseline distance), :func:`gram_blocks`
-(the cosine similarities in row chunks, for neighbour lists and neighbourhoods), :func:`set_similarity`
-(the symmetric set score ``(A + A^T) / 2`` of PAHC and DDC) and :func:`fit_quietly` (an SVM fit that
-reports, instead of printing, a convergence warning).
+Shared building blocks: :func:`cosine_distances` (the baseline distance, the one cosine distance of the
+package), :func:`gram_blocks` (the cosine similarities in row chunks, for neighbour lists and
+neighbourhoods), :func:`set_similarity` (the symmetric set score ``(A + A^T) / 2`` of PAHC and DDC),
+:func:`similarity_distance` (the decreasing map from that score to a distance, :data:`DISTANCES`) and
+:func:`fit_quietly` (an SVM fit that reports, instead of printing, a convergence warning).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from scipy.spatial.distance import squareform
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_array
 
-from .._validate import check_int, check_positive
+from .._validate import check_choice, check_int, check_positive
 
 
 def check_embeddings(X: Any, name: str = "X", *, min_samples: int = 2) -> np.ndarray:
@@ -42,9 +43,14 @@ def check_embeddings(X: Any, name: str = "X", *, min_samples: int = 2) -> np.nda
     return arr / norms
 
 
-def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
-    """``D_ij = 1 - x_i^T x_j`` ``(N, N)`` for unit-norm rows ``X``, clipped to [0, 2], zero diagonal."""
-    D = np.clip(1.0 - X @ X.T, 0.0, 2.0)
+def cosine_distances(X: Any, *, normalised: bool = False) -> np.ndarray:
+    """``D_ij = 1 - x_i^T x_j`` ``(N, N)`` of the L2-normalised rows of ``X``, clipped to [0, 2], zero diagonal.
+
+    The rows are validated and normalised by :func:`check_embeddings`, unless ``normalised`` says that
+    ``X`` comes from it already (the estimators, which normalise once in ``fit``).
+    """
+    Xn = np.asarray(X) if normalised else check_embeddings(X)
+    D = np.clip(1.0 - Xn @ Xn.T, 0.0, 2.0)
     np.fill_diagonal(D, 0.0)
     return D
 
@@ -70,6 +76,22 @@ def set_similarity(W: np.ndarray, M: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     A = W @ M.T + np.asarray(b)[:, None]
     return (A + A.T) / 2
+
+
+DISTANCES = ("arctan", "exp")
+
+
+def similarity_distance(S: np.ndarray, kind: str = "arctan") -> np.ndarray:
+    """Distance from a set similarity ``S`` (PAHC's s_PA, DDC's density-aware score), one of :data:`DISTANCES`.
+
+    ``"arctan"``: 1 - (2/pi) arctan(s) in (0, 2) (PAHC's eq. 2.6); ``"exp"``: exp(-s); zero diagonal.
+    Both equal 1 at s = 0, where the neighbourhoods sit on each other's boundaries.
+    """
+    check_choice(kind, "distance", DISTANCES)
+    D = 1.0 - (2.0 / np.pi) * np.arctan(S) if kind == "arctan" else np.exp(-S)
+    D = np.array(D, dtype=np.float64)
+    np.fill_diagonal(D, 0.0)
+    return D
 
 
 def fit_quietly(estimator: Any, X: np.ndarray, y: np.ndarray) -> bool:
@@ -170,4 +192,4 @@ class CosineAHC(LinkageClustering):
         self.n_clusters = n_clusters
 
     def _distances(self, X: np.ndarray) -> np.ndarray:
-        return cosine_distance_matrix(X)
+        return cosine_distances(X, normalised=True)

@@ -2,12 +2,13 @@
 
 For each point x_i a linear SVM separates its K nearest neighbours V_K(x_i) (x_i included) from the
 far points of its neighbour list (ranks K' onward). The asymmetric score of a set S on the hyperplane
-(w_i, b_i) is H_i(S) = (1/|S|) sum_{x in S} (w_i^T x + b_i) = w_i^T mean(S) + b_i, and
+(w_i, b_i) is ``H_i(S) = (1/|S|) sum_{x in S} (w_i^T x + b_i) = w_i^T mean(S) + b_i``, and
 
     s_PA(x_i, x_j) = [H_i(V_K(x_j)) + H_j(V_K(x_i))] / 2,        (eq. 2.5)
 
 i.e. S = (A + A^T) / 2 with A = W M^T + b 1^T, one matrix product (M stacks the neighbourhood means).
-The distance is 1 - (2/pi) arctan(s_PA) (eq. 2.6) or exp(-s_PA); average-linkage AHC cuts it.
+The distance is 1 - (2/pi) arctan(s_PA) (eq. 2.6) or exp(-s_PA) (:func:`~companion.clustering.linkage.similarity_distance`,
+shared with DDC); average-linkage AHC cuts it.
 """
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
-from .linkage import LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity
-
-DISTANCES = ("arctan", "exp")
+from .linkage import (DISTANCES, LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity,
+                      similarity_distance)
 
 
 def _rank_block(G: np.ndarray, start: int, n_ranks: int) -> np.ndarray:
@@ -101,18 +101,6 @@ def pahc_similarity(X: np.ndarray, n_neighbors: int = 5, neg_start: int = 200, m
     return set_similarity(h["W"], h["M"], h["b"])      # A[i, j] = H_i(V_K(x_j)), S = (A + A^T) / 2
 
 
-def pahc_distance(S: np.ndarray, kind: str = "arctan") -> np.ndarray:
-    """Distance from s_PA: ``"arctan"``: 1 - (2/pi) arctan(s) in (0, 2) (eq. 2.6); ``"exp"``: exp(-s).
-
-    Both equal 1 at s = 0, where the neighbourhoods sit on each other's SVM boundaries.
-    """
-    check_choice(kind, "distance", DISTANCES)
-    D = 1.0 - (2.0 / np.pi) * np.arctan(S) if kind == "arctan" else np.exp(-S)
-    D = np.array(D, dtype=np.float64)
-    np.fill_diagonal(D, 0.0)
-    return D
-
-
 class PAHC(LinkageClustering):
     """Proximity-aware hierarchical clustering (scikit-learn estimator).
 
@@ -148,4 +136,4 @@ class PAHC(LinkageClustering):
         self.coef_, self.intercept_ = h["W"], h["b"]
         self.n_unconverged_ = int((~h["converged"]).sum())
         self.similarity_ = set_similarity(h["W"], h["M"], h["b"])     # (A + A^T) / 2, A[i, j] = H_i(V_K(x_j))
-        return pahc_distance(self.similarity_, self.distance)
+        return similarity_distance(self.similarity_, self.distance)

@@ -12,15 +12,12 @@
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
+from ..train import History, Step, module_device, train_loop
 from .simulate import MARData, Scanner
 
 # name: (sinogram net, mask pyramid, image net, RC loss, image net input)
@@ -88,11 +85,11 @@ class UNet(nn.Module):
 
 
 class MARNet(nn.Module):
-    """One configuration of :data:`CONFIGS` ("G" is the full DuDoNet) for a given :class:`Scanner`.
+    """One configuration of :data:`CONFIGS` ("G" is the full DuDoNet) for a given :class:`~companion.ct.simulate.Scanner`.
 
-    ``forward(batch)`` takes a :class:`MARData` and returns a dict with ``y_out`` and ``x_hat`` (when
-    there is a sinogram network) and ``x_out`` (when there is an image network). The final image is
-    :meth:`image`: ``x_out`` if present, else ``x_hat``.
+    ``forward(batch)`` takes a :class:`~companion.ct.simulate.MARData` and returns a dict with ``y_out`` and
+    ``x_hat`` (when there is a sinogram network) and ``x_out`` (when there is an image network). The final
+    image is :meth:`image`: ``x_out`` if present, else ``x_hat``.
     """
 
     def __init__(self, config: str, scanner: Scanner, width: int = 8) -> None:
@@ -135,21 +132,34 @@ def mar_loss(net: MARNet, out: dict[str, torch.Tensor], batch: MARData) -> dict[
     return terms
 
 
-@dataclass
-class MARHistory:
-    """Loss per step (total and per term) and wall time of a :func:`train_mar` run."""
+def mar_step(net: MARNet, opt: torch.optim.Optimizer, data: MARData,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> Step:
+    """One Adam step of ``net`` on the pairs ``data[idx]`` with the loss of :func:`mar_loss` (eq. 4.14).
 
-    loss: list[float] = field(default_factory=list)
-    terms: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
+    Logs the total as ``loss`` and each term under its name (``L_Gs``, ``L_RC``, ``L_Gi``).
+    """
+    dev = module_device(net)
+
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        batch = data[idx].to(dev)
+        terms = mar_loss(net, net(batch), batch)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        return {"loss": float(terms["total"].detach())} | {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+
+    return step
 
 
 def train_mar(net: MARNet, data: MARData, steps: int, batch_size: int = 8, lr: float = 4e-4, seed: int = 0,
-              progress: bool = True, desc: str | None = None) -> MARHistory:
+              progress: bool = True, desc: str | None = None) -> History:
     """Train ``net`` on ``data`` for ``steps`` Adam steps (β = (0.5, 0.999)); the rate halves every quarter.
 
-    Mini-batches are drawn epoch by epoch from a permutation seeded with ``seed``. Leaves ``net`` in
-    eval mode and returns the per-step losses.
+    :func:`mar_step` in :func:`~companion.train.train_loop`: mini-batches are drawn epoch by epoch from a
+    permutation seeded with ``seed``. Leaves ``net`` in eval mode; the :class:`~companion.train.History`
+    holds the per-step ``loss`` and loss terms.
     """
     check_int(steps, "steps")
     check_int(batch_size, "batch_size")
@@ -160,35 +170,17 @@ def train_mar(net: MARNet, data: MARData, steps: int, batch_size: int = 8, lr: f
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, steps // 4), gamma=0.5)
     gen = torch.Generator().manual_seed(seed)
-    hist = MARHistory()
-    order, pos = torch.randperm(len(data), generator=gen), 0
-    start = time.perf_counter()
-    net.train()
-    bar = tqdm(range(steps), desc=desc or f"training {net.config}", disable=not progress, mininterval=1.0)
-    for _ in bar:
-        if pos + batch_size > len(data):
-            order, pos = torch.randperm(len(data), generator=gen), 0
-        batch = data[order[pos: pos + batch_size]]
-        pos += batch_size
-        terms = mar_loss(net, net(batch), batch)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-        sched.step()
-        hist.loss.append(float(terms["total"].detach()))
-        for k, v in terms.items():
-            if k != "total":
-                hist.terms.setdefault(k, []).append(float(v.detach()))
-        if len(hist.loss) % 25 == 0:
-            bar.set_postfix(loss=f"{sum(hist.loss[-25:]) / 25:.4f}")
-    net.eval()
-    hist.seconds = time.perf_counter() - start
-    return hist
+    return train_loop(mar_step(net, opt, data, sched), [net], generator=gen, n=len(data), batch_size=batch_size,
+                      steps=steps, desc=desc or f"training {net.config}", progress=progress)
 
 
 @torch.no_grad()
-def predict(net: MARNet, data: MARData, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Outputs of ``net`` (eval mode) for all pairs of ``data``, concatenated."""
+def mar_outputs(net: MARNet, data: MARData, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """All outputs of ``net`` (eval mode; the dict of :meth:`MARNet.forward`) for all pairs of ``data``, concatenated.
+
+    Not a classifier's labels (that is :func:`companion.metrics.predict`): the corrected sinograms and images.
+    """
     net.eval()
-    parts = [net(data[s: s + batch_size]) for s in range(0, len(data), batch_size)]
+    dev = module_device(net)
+    parts = [net(data[s: s + batch_size].to(dev)) for s in range(0, len(data), batch_size)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._validate import check_positive
+from ..metrics import psnr_from_mse
 
 PEAK = 2.0
 
@@ -26,12 +27,13 @@ def _check(x: torch.Tensor, ref: torch.Tensor, metal: torch.Tensor) -> None:
 
 
 def masked_psnr(x: torch.Tensor, ref: torch.Tensor, metal: torch.Tensor, data_range: float = PEAK) -> torch.Tensor:
-    """PSNR (dB) of each image of ``(B, H, W)`` over the pixels where ``metal == 0``."""
+    """PSNR (dB) of each image of ``(B, H, W)`` over the pixels where ``metal == 0``
+    (:func:`companion.metrics.psnr_from_mse` of the MSE outside the metal)."""
     _check(x, ref, metal)
     check_positive(data_range, "data_range")
     keep = (metal == 0).double()
     mse = ((x.double() - ref.double()) ** 2 * keep).sum((1, 2)) / keep.sum((1, 2)).clamp(min=1)
-    return 10 * torch.log10(data_range**2 / mse)
+    return psnr_from_mse(mse, data_range)
 
 
 def masked_ssim(x: torch.Tensor, ref: torch.Tensor, metal: torch.Tensor, data_range: float = PEAK) -> torch.Tensor:

@@ -10,15 +10,19 @@ Both baselines treat the sinogram values on the metal trace as missing and fill 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .._validate import check_positive
 
-if TYPE_CHECKING:
-    from .simulate import Scanner
+
+class Projector(Protocol):
+    """What NMAR needs of a scanner: ``project(x)``, images ``(..., N, N)`` -> sinograms ``(..., n_det, n_views)``
+    (e.g. :class:`companion.ct.simulate.Scanner`, which imports this module for the metal trace and LI)."""
+
+    def project(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def metal_trace(projected_metal: torch.Tensor, threshold: float = 1e-3) -> torch.Tensor:
@@ -72,7 +76,7 @@ def nmar_prior(x: torch.Tensor, air: float = 0.3, tissue: float = 1.3, sigma: fl
     return torch.where(smooth < air, torch.zeros_like(smooth), torch.where(smooth < tissue, torch.ones_like(smooth), smooth))
 
 
-def nmar(scanner: Scanner, y: torch.Tensor, mask: torch.Tensor, x_li: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
+def nmar(scanner: Projector, y: torch.Tensor, mask: torch.Tensor, x_li: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
     """NMAR-corrected sinogram: LI of ``y / (P prior + δ)`` inside the trace, multiplied back.
 
     ``x_li`` is the LI reconstruction from which the prior is segmented (:func:`nmar_prior`);

@@ -6,7 +6,7 @@ matrices gives three things at once:
 
 * ``A x = W x`` and ``A_adjoint y = Wᵀ y`` are exact adjoints of each other, by construction;
 * a whole batch is one sparse-times-dense product (fast on a CPU, and on a GPU);
-* the gradient of ``A`` is ``A_adjoint`` and vice versa (:class:`_SparseProduct`), so losses computed
+* the gradient of ``A`` is ``A_adjoint`` and vice versa (``_SparseProduct``), so losses computed
   after a projection or a back-projection send their gradients through the other operator.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class SparseOperator(LinearOperator):
     """``y = A x`` with ``A`` a fixed sparse matrix from images ``in_shape`` to measurements ``out_shape``.
 
     Inputs may carry any leading batch dimensions: ``(..., *in_shape) -> (..., *out_shape)``.
-    Subclasses build the matrix and call :meth:`_set_matrix`.
+    Subclasses build the matrix and call ``_set_matrix``.
     """
 
     def _set_matrix(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:

@@ -91,6 +91,10 @@ class MARData:
             index = slice(index, index + 1)
         return MARData(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def to(self, device: torch.device | str) -> MARData:
+        """The same pairs with every tensor on ``device`` (no copy where it is already there)."""
+        return MARData(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
 
 def simulate(scanner: Scanner, water: torch.Tensor, bone: torch.Tensor, metal: torch.Tensor,
              generator: torch.Generator | None = None, group: torch.Tensor | None = None, target: str = "fbp",

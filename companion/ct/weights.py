@@ -1,9 +1,9 @@
 """The shipped DuDoNet weights: their configuration, fresh modules and the training that produces them.
 
 Registered in :mod:`companion.pretrained` as ``dudonet_small`` (``make weights`` rebuilds it). Six
-networks of width 8 on 64 × 64 images, each trained from scratch with :func:`train_mar` on the same
-simulated training set: the image-only U-Net and the ablation configurations B, C, E, F and G of
-Table 4.1. Weights are stored in half precision to keep the file small.
+networks of width 8 on 64 × 64 images, each trained from scratch with
+:func:`~companion.ct.dudonet.train_mar` on the same simulated training set: the image-only U-Net and the
+ablation configurations B, C, E, F and G of Table 4.1. Weights are stored in half precision to keep the file small.
 """
 from __future__ import annotations
 

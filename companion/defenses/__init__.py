@@ -1,11 +1,11 @@
 """Input-transformation defenses: a transform T applied before the classifier, f(T(x))."""
 from .defense_gan import (GANProjection, Projection, detection_auc, detection_scores, encoder_start, inverter_losses,
-                          latent_recovery_error, on_manifold_attack, project, train_inverter)
+                          latent_recovery_error, project, train_inverter)
 from .pixel_deflection import PixelDeflection, class_activation_maps, deflect, robust_activation_map
 from .transforms import Preprocessed, gaussian_noise, majority_vote, quantize
 from .wavelet import wavelet_denoise
 
 __all__ = ["GANProjection", "Projection", "detection_auc", "detection_scores", "encoder_start", "inverter_losses",
-           "latent_recovery_error", "on_manifold_attack", "project", "train_inverter",
+           "latent_recovery_error", "project", "train_inverter",
            "PixelDeflection", "Preprocessed", "class_activation_maps", "deflect", "gaussian_noise", "majority_vote",
            "quantize", "robust_activation_map", "wavelet_denoise"]

@@ -14,8 +14,7 @@
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,19 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validate import check_choice, check_images, check_int, check_labels, check_positive
+from .._validate import check_choice, check_images, check_int, check_positive
+from .._validate import check_generator as _check_generator
+from ..train import History, Step, frozen, module_device, train_loop
 
-__all__ = ["GANProjection", "InverterHistory", "Projection", "detection_auc", "detection_scores", "encoder_start",
-           "inverter_losses", "latent_recovery_error", "on_manifold_attack", "project", "train_inverter"]
-
-
-def _check_generator(G: nn.Module) -> int:
-    if not isinstance(G, nn.Module) or not hasattr(G, "latent_dim"):
-        raise TypeError(f"G must be a generator module with a latent_dim attribute, got {type(G).__name__}")
-    if G.training:
-        raise ValueError("G is in training mode: call G.eval() first (BatchNorm must use its running statistics, "
-                         "otherwise each image's projection depends on the rest of the batch)")
-    return int(G.latent_dim)
+__all__ = ["GANProjection", "Projection", "detection_auc", "detection_scores", "encoder_start",
+           "inverter_losses", "inverter_step", "latent_recovery_error", "per_image_normal", "project", "train_inverter"]
 
 
 @dataclass
@@ -112,18 +104,24 @@ def _project_chunk(G: nn.Module, x: Tensor, z0: Tensor, steps: int, lr: float, o
 
 
 def encoder_start(inverter: nn.Module, x: Tensor, restarts: int = 1, sigma: float = 0.3,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, *, draws: Tensor | None = None) -> Tensor:
     """InvGAN's starting codes (Algorithm 5.1): ``z_0^(r) = I(x) + τ_r``, ``τ_r ~ N(0, σ² I)``, ``τ_1 = 0``.
 
     Returns ``(restarts, B, d)``. The first restart is the encoder's guess itself, so ``R = 1``
-    is the deterministic encoder start.
+    is the deterministic encoder start. ``τ_r = σ ε_r`` with standard normal ``ε`` of shape
+    ``(restarts, B, d)``: ``draws`` when given (e.g. :func:`per_image_normal`), else drawn from ``generator``.
     """
     check_images(x, "x")
     restarts = check_int(restarts, "restarts")
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     with torch.no_grad():
         z = inverter(x)
-    noise = torch.randn(restarts, *z.shape, generator=generator).to(z.device) * sigma
+    if draws is None:
+        draws = torch.randn(restarts, *z.shape, generator=generator)
+    elif not isinstance(draws, Tensor) or tuple(draws.shape) != (restarts, *z.shape):
+        shape = tuple(draws.shape) if isinstance(draws, Tensor) else type(draws).__name__
+        raise ValueError(f"draws must have shape (restarts, B, d) = {(restarts, *z.shape)}, got {shape}")
+    noise = draws.to(z.device) * sigma
     noise[0] = 0.0
     return z.unsqueeze(0) + noise
 
@@ -144,7 +142,8 @@ class GANProjection(nn.Module):
 
     The random starts of each image come from :func:`per_image_normal`, seeded by ``seed`` and the image
     itself, so a given input is always projected the same way, whatever batch it comes in (the defense
-    is deterministic, as in the source's evaluation), while different images get different starts.
+    is deterministic, as in the source's evaluation), while different images get different starts;
+    InvGAN turns those draws into :func:`encoder_start`'s codes around ``I(x)``.
     :meth:`project` returns the full :class:`Projection`. Use ``Preprocessed(projection, model)``
     for the defended classifier and ``bpda(projection)`` for the straight-through attack.
     """
@@ -167,13 +166,7 @@ class GANProjection(nn.Module):
         check_images(x, "x")
         d = _check_generator(self.G)
         draws = per_image_normal(x, self.restarts, d, self.seed)
-        if self.inverter is not None:
-            with torch.no_grad():
-                z = self.inverter(x)
-            draws[0] = 0.0                                   # the first restart is the encoder's guess
-            z0 = z.unsqueeze(0) + self.sigma * draws
-        else:
-            z0 = draws
+        z0 = draws if self.inverter is None else encoder_start(self.inverter, x, self.restarts, self.sigma, draws=draws)
         return project(self.G, x, restarts=self.restarts, steps=self.steps, lr=self.lr, optimizer=self.optimizer, z0=z0,
                        batch_size=self.batch_size, progress=progress)
 
@@ -207,17 +200,29 @@ def inverter_losses(G: nn.Module, inverter: nn.Module, disc: nn.Module, z: Tenso
     return {"adv": adv, "semantic": semantic, "latent": latent, "disc": d_loss, "mse": err.detach().mean() / x_g[0].numel()}
 
 
-@dataclass
-class InverterHistory:
-    """Per-iteration loss terms of :func:`train_inverter` (floats) and the wall time."""
+def inverter_step(G: nn.Module, inverter: nn.Module, disc: nn.Module, opt_i: torch.optim.Optimizer,
+                  opt_d: torch.optim.Optimizer, *, batch_size: int, generator: torch.Generator, hinge_eta: float = 5.0,
+                  lambda_adv: float = 1.0, lambda_semantic: float = 100.0, lambda_latent: float = 1.0) -> Step:
+    """One data-free step: fresh codes ``z ~ N(0, I)``, the losses of :func:`inverter_losses`, then one Adam
+    step of ``inverter`` on ``λ1 adv + λ2 semantic + λ3 latent`` and (when ``λ1 > 0``) one of ``disc`` on its loss.
+    """
+    d, dev = _check_generator(G), module_device(G)
 
-    adv: list[float] = field(default_factory=list)
-    semantic: list[float] = field(default_factory=list)
-    latent: list[float] = field(default_factory=list)
-    total: list[float] = field(default_factory=list)
-    disc: list[float] = field(default_factory=list)
-    mse: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    def step(idx: Tensor | None) -> dict[str, float]:
+        z = torch.randn(batch_size, d, generator=generator).to(dev)
+        losses = inverter_losses(G, inverter, disc, z, hinge_eta=hinge_eta)
+        total = lambda_adv * losses["adv"] + lambda_semantic * losses["semantic"] + lambda_latent * losses["latent"]
+        opt_i.zero_grad(set_to_none=True)
+        total.backward(inputs=list(inverter.parameters()))
+        opt_i.step()
+        if lambda_adv > 0:  # D's loss uses detached images: its graph does not involve I
+            opt_d.zero_grad(set_to_none=True)
+            losses["disc"].backward(inputs=list(disc.parameters()))
+            opt_d.step()
+        return {"semantic": losses["semantic"].item(), "latent": losses["latent"].item(), "adv": losses["adv"].item(),
+                "disc": losses["disc"].item(), "mse": losses["mse"].item(), "total": total.item()}
+
+    return step
 
 
 def train_inverter(
@@ -236,57 +241,28 @@ def train_inverter(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training the inverter",
-) -> InverterHistory:
+) -> History:
     """Train ``inverter`` to invert the frozen generator ``G`` from codes ``z ~ N(0, I)`` alone (no images).
 
-    Alternating updates per iteration: ``inverter`` one Adam step on ``λ1 adv + λ2 semantic + λ3 latent``
-    of :func:`inverter_losses`, then ``disc`` (real: ``G(z)``, fake: ``G(I(G(z)))``) one Adam step on its
-    loss. The source's ablation (Table 5.7) is ``hinge_eta=0, lambda_adv=0,
-    lambda_semantic=1, lambda_latent=0``. ``G`` must be in eval mode and is never updated;
-    ``inverter`` and ``disc`` are left in eval mode.
+    :func:`inverter_step` in :func:`~companion.train.train_loop`, with Adam for ``inverter`` and ``disc``
+    (real: ``G(z)``, fake: ``G(I(G(z)))``). The source's ablation (Table 5.7) is ``hinge_eta=0,
+    lambda_adv=0, lambda_semantic=1, lambda_latent=0``. ``G`` must be in eval mode and is never updated
+    (its parameters are frozen during the run and restored after); ``inverter`` and ``disc`` are left in
+    eval mode. The :class:`~companion.train.History` holds every loss term per iteration.
     """
-    d = _check_generator(G)
+    _check_generator(G)
     iterations = check_int(iterations, "iterations", minimum=0)
     batch_size = check_int(batch_size, "batch_size")
     check_positive(lr, "lr")
     for name, v in (("lambda_adv", lambda_adv), ("lambda_semantic", lambda_semantic), ("lambda_latent", lambda_latent)):
         check_positive(v, name, allow_zero=True)
     gen = torch.Generator().manual_seed(seed)
-    dev = next(G.parameters()).device
-    frozen = [p.requires_grad for p in G.parameters()]
-    for p in G.parameters():
-        p.requires_grad_(False)
     opt_i = torch.optim.Adam(inverter.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
-    hist = InverterHistory()
-    start = time.perf_counter()
-    inverter.train()
-    disc.train()
-    try:
-        bar = tqdm(range(iterations), desc=desc, disable=not progress)
-        for it in bar:
-            z = torch.randn(batch_size, d, generator=gen).to(dev)
-            losses = inverter_losses(G, inverter, disc, z, hinge_eta=hinge_eta)
-            total = lambda_adv * losses["adv"] + lambda_semantic * losses["semantic"] + lambda_latent * losses["latent"]
-            opt_i.zero_grad(set_to_none=True)
-            total.backward(inputs=list(inverter.parameters()))
-            opt_i.step()
-            if lambda_adv > 0:  # D's loss uses detached images: its graph does not involve I
-                opt_d.zero_grad(set_to_none=True)
-                losses["disc"].backward(inputs=list(disc.parameters()))
-                opt_d.step()
-            for key in ("adv", "semantic", "latent", "disc", "mse"):
-                getattr(hist, key).append(losses[key].item())
-            hist.total.append(total.item())
-            if it % 50 == 0:
-                bar.set_postfix(semantic=f"{np.mean(hist.semantic[-50:]):.2f}", latent=f"{np.mean(hist.latent[-50:]):.2f}")
-    finally:
-        for p, flag in zip(G.parameters(), frozen):
-            p.requires_grad_(flag)
-        inverter.eval()
-        disc.eval()
-    hist.seconds = time.perf_counter() - start
-    return hist
+    step = inverter_step(G, inverter, disc, opt_i, opt_d, batch_size=batch_size, generator=gen, hinge_eta=hinge_eta,
+                         lambda_adv=lambda_adv, lambda_semantic=lambda_semantic, lambda_latent=lambda_latent)
+    with frozen(G):
+        return train_loop(step, [inverter, disc], generator=gen, steps=iterations, desc=desc, progress=progress)
 
 
 def latent_recovery_error(G: nn.Module, inverter: nn.Module, z: Tensor) -> Tensor:
@@ -326,34 +302,3 @@ def detection_auc(scores_clean: Tensor, scores_adv: Tensor) -> float:
             raise ValueError(f"{name} must be a non-empty 1-D tensor of scores")
     labels = np.r_[np.zeros(len(scores_clean)), np.ones(len(scores_adv))]
     return float(roc_auc_score(labels, torch.cat([scores_clean, scores_adv]).detach().cpu().double().numpy()))
-
-
-# --------------------------------------------------------------------------- an on-manifold attack
-def on_manifold_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0: Tensor, *, c: float = 1.0,
-                       steps: int = 100, lr: float = 0.05) -> Tensor:
-    """The simple on-manifold attack of eq. 5.13: ``x_adv = G(z*)``,
-    ``z* = argmin_z ‖x − G(z)‖²₂ + c · max(Z_y − max_{i≠y} Z_i, 0)`` on the logits ``Z`` of ``model(G(z))``.
-
-    Adam from ``z0`` ``(B, d)`` (e.g. the encoder's ``I(x)``). The result lies exactly on the generator's
-    range, so a perfect projection would return it unchanged.
-    """
-    d = _check_generator(G)
-    check_images(x, "x")
-    y = check_labels(y, x.shape[0], "y").to(x.device)
-    check_positive(c, "c")
-    steps = check_int(steps, "steps")
-    if not isinstance(z0, Tensor) or tuple(z0.shape) != (x.shape[0], d):
-        raise ValueError(f"z0 must have shape (B, {d})")
-    z = z0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=check_positive(lr, "lr"))
-    with torch.enable_grad():
-        for _ in range(steps):
-            img = G(z)
-            logits = model(img)
-            true = logits.gather(1, y[:, None]).squeeze(1)
-            other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-            loss = ((img - x).pow(2).flatten(1).sum(1) + c * (true - other).clamp(min=0)).sum()
-            (z.grad,) = torch.autograd.grad(loss, z)
-            opt.step()
-    with torch.no_grad():
-        return G(z).clamp(0, 1)
