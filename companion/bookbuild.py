@@ -143,7 +143,9 @@ def figures_on_their_images(nb: dict) -> dict:
         tags = [t for t in metadata.get("tags", []) if t not in ("parameters", "injected-parameters")]
         for k, image in enumerate(images):
             shown = {**rest, **({"figure": options["figure"]} if k == len(images) - 1 else {})}
-            new = {"cell_type": "code", "execution_count": None, "source": "", "outputs": [image],
+            # MyST-NB skips a cell whose source is empty, outputs and all: give it a (hidden) comment
+            new = {"cell_type": "code", "execution_count": None, "source": "# the figure of the cell above",
+                   "outputs": [image],
                    "metadata": {"tags": [*tags, "remove-input"], "mystnb": shown}}
             if "id" in cell:   # nbformat 4.5: every cell has a unique id
                 new["id"] = f"{cell['id'][:54]}-image-{k}"

@@ -178,7 +178,7 @@ def test_each_captioned_image_gets_a_cell_of_its_own() -> None:
     code, moved = out[1], out[2]
     assert code["source"] == "plot()" and code["outputs"] == [bar, stream, glue, table]
     assert code["metadata"] == {"tags": ["hide-input"], "mystnb": {"image": figure["image"]}, "papermill": {"duration": 1.0}}
-    assert moved["outputs"] == [image] and moved["source"] == "" and moved["id"] == "c2-image-0"
+    assert moved["outputs"] == [image] and moved["source"].strip() and moved["id"] == "c2-image-0"
     assert moved["metadata"] == {"tags": ["hide-input", "remove-input"], "mystnb": figure}
     first, last = out[4], out[5]                 # two images: the caption and the name go to the last
     assert out[3]["outputs"] == [] and "figure" not in out[3]["metadata"]["mystnb"]
