@@ -42,7 +42,7 @@ from types import ModuleType
 import yaml
 
 from . import expected as _expected
-from .notebooks import check_published, launch_config, publish_downloads
+from .notebooks import book_config, check_published, directive_options, launch_config, publish_downloads
 from .regression import (CELL_TIMEOUT_S, available_cores, chapters, current_records, environment_summary, repo_root,
                          run_in_subprocess)
 
@@ -245,6 +245,8 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
     """
     root = repo_root()
     dest.mkdir(parents=True, exist_ok=True)
+    generated = {**({APPENDIX: appendix} if appendix is not None else {}), **({API: api} if api is not None else {}),
+                 **(pages or {})}
     wanted: set[Path] = set()
     executed = {src.relative_to(root).with_suffix(""): name for name, src in chapters(root).items()}
     for src in sorted((root / "book").rglob("*")):
@@ -260,20 +262,12 @@ def stage(runs: Path, dest: Path, appendix: str | None = None, api: str | None =
             page = figures_on_their_images(with_current_prose(json.loads(notebook.read_text()), src))
             page = page if solutions else without_solutions(page)
             _write_if_changed(target, _hide_injected_parameters(json.dumps(page).encode()))
-        elif appendix is not None and rel.with_suffix("").as_posix() == APPENDIX:
-            target = dest / rel
-            _write_if_changed(target, appendix.encode())
-        elif api is not None and rel.with_suffix("").as_posix() == API:
-            target = dest / rel
-            _write_if_changed(target, api.encode())
-        elif pages and rel.with_suffix("").as_posix() in pages:
-            target = dest / rel
-            _write_if_changed(target, pages[rel.with_suffix("").as_posix()].encode())
         else:
             target = dest / rel
-            _write_if_changed(target, src.read_bytes())
+            key = rel.with_suffix("").as_posix()
+            _write_if_changed(target, generated[key].encode() if key in generated else src.read_bytes())
         wanted.add(target)
-    config = launch_config(yaml.safe_load((root / "_config.yml").read_text()))   # launch buttons: reader notebooks
+    config = launch_config(book_config(root))   # launch buttons: reader notebooks
     config.setdefault("execute", {})["execute_notebooks"] = "off"
     sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
     # outside _static: Jupyter Book would add every .js file of _static to every page
@@ -785,17 +779,7 @@ def directives(text: str | list[str]) -> list[Directive]:
             named = re.match(r"\{([^}\s]+)\}\s*(.*)$", info)
             name, argument = (named.group(1), named.group(2).strip()) if named else (None, info)
             inner = lines[i + 1:hi if close is None else close]
-            options: dict[str, str] = {}
-            k = 0
-            if name is not None and inner[:1] == ["---"]:
-                block_end = next((n for n in range(1, len(inner)) if inner[n] == "---"), None)
-                if block_end is not None:
-                    block = yaml.safe_load("\n".join(inner[1:block_end])) or {}
-                    options = {str(key): str(v) for key, v in block.items()}
-                    k = block_end + 1
-            while name is not None and k < len(inner) and (o := re.match(r"^:([\w-]+):\s*(.*)$", inner[k])):
-                options[o.group(1)] = o.group(2).strip()
-                k += 1
+            options, k = directive_options(inner) if name is not None else ({}, 0)
             found.append(Directive(name, argument, i, end, options, inner[k:]))
             if name is not None and name not in LITERAL_DIRECTIVES:
                 scan(i + 1, end)

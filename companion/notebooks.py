@@ -562,8 +562,10 @@ def _inline(text: str, ch: MarkdownContext) -> str:
     return "".join(out)
 
 
-def _options(lines: list[str]) -> tuple[dict[str, str], list[str]]:
-    """A directive's options (``:key: value`` lines or a ``---`` YAML block) and the rest of its body."""
+def directive_options(lines: list[str]) -> tuple[dict[str, str], int]:
+    """A MyST directive's options, read from the start of its body (``:key: value`` lines or a ``---`` YAML block),
+    and the index of the first body line after them. The one reader of options for the reader notebooks and for
+    :func:`companion.bookbuild.directives`."""
     options: dict[str, str] = {}
     i = 0
     if lines and lines[0].strip() == "---":
@@ -578,9 +580,7 @@ def _options(lines: list[str]) -> tuple[dict[str, str], list[str]]:
                 break
             options[match.group(1)] = match.group(2).strip()
             i += 1
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    return options, lines[i:]
+    return options, i
 
 
 def _quote(lines: list[str]) -> list[str]:
@@ -599,7 +599,9 @@ def _references(ch: MarkdownContext) -> list[str]:
 
 def _directive(name: str, argument: str, body: list[str], ch: MarkdownContext) -> list[str]:
     """Plain Markdown lines for one MyST directive."""
-    options, body = _options(body)
+    options, start = directive_options(body)
+    body = body[start:]
+    body = body[next((i for i, line in enumerate(body) if line.strip()), len(body)):]
     classes = options.get("class", "").split()
     label = options.get("label") or options.get("name")
     if name == "bibliography":
