@@ -109,25 +109,71 @@ def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0, *, reduction: str = "m
     return _reduce(psnr_from_mse(mse, data_range), reduction)
 
 
-def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0, *, reduction: str = "mean") -> float | Tensor:
+def ssim(
+    x: Tensor,
+    ref: Tensor,
+    data_range: float = 1.0,
+    *,
+    reduction: str = "mean",
+    gaussian: bool = False,
+    mask: Tensor | None = None,
+) -> float | Tensor:
     """Structural similarity index per image of ``(B, C, H, W)``, in [-1, 1] (1 = identical).
 
     Wraps ``skimage.metrics.structural_similarity`` image by image, with its defaults (7×7 uniform
     window, sample covariance) and ``channel_axis=0`` when ``C > 1`` (mean SSIM over channels);
     images must be at least 7×7. Not differentiable. ``reduction`` as in :func:`psnr`.
+
+    ``gaussian=True`` uses the window of Wang et al. (2004) instead: Gaussian weights with σ = 1.5
+    truncated to 11×11 and population covariance (``gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False``); images must then be at least 11×11.
+
+    ``mask``, a boolean ``(B, H, W)`` tensor, averages each image's SSIM map (``full=True``) over
+    the pixels where it is true, over all channels, instead of over the whole image. Like the
+    unmasked mean, it leaves out the border of half a window (3 pixels, 5 with ``gaussian``)
+    whose local statistics lean on reflected pixels, so an all-true mask gives the unmasked value
+    (up to the order of summation). A mask with no true pixel inside that border raises
+    ``ValueError``.
     """
     from skimage.metrics import structural_similarity
 
     data_range = _check_pair(x, ref, data_range, reduction)
+    if not isinstance(gaussian, bool):
+        raise TypeError(f"gaussian must be True or False, got {type(gaussian).__name__}")
+    window = 11 if gaussian else 7
+    if gaussian and min(x.shape[-2:]) < window:
+        raise ValueError(f"images must be at least 11x11 for the Gaussian SSIM window, got {tuple(x.shape[-2:])}")
+    options = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False} if gaussian else {}
     a, b = x.detach().cpu().double().numpy(), ref.detach().cpu().double().numpy()
     multichannel = a.shape[1] > 1
-    values = [
-        structural_similarity(
-            ai if multichannel else ai[0], bi if multichannel else bi[0],
-            data_range=data_range, channel_axis=0 if multichannel else None,
+    if mask is None:
+        values = [
+            structural_similarity(
+                ai if multichannel else ai[0], bi if multichannel else bi[0],
+                data_range=data_range, channel_axis=0 if multichannel else None, **options,
+            )
+            for ai, bi in zip(a, b)
+        ]
+        return _reduce(torch.from_numpy(np.asarray(values, dtype=np.float64)), reduction)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean torch.Tensor of shape (B, H, W), got {type(mask).__name__}"
+                        + (f" of dtype {mask.dtype}" if isinstance(mask, Tensor) else ""))
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"mask must have shape (B, H, W) = {expected}, got {tuple(mask.shape)}")
+    pad = window // 2
+    inside = mask.detach().cpu().numpy().copy()
+    inside[:, :pad] = inside[:, -pad:] = False
+    inside[:, :, :pad] = inside[:, :, -pad:] = False
+    if not inside.any(axis=(1, 2)).all():
+        raise ValueError(f"mask selects no pixel at least {pad} pixels from the border in some image "
+                         "(the SSIM map is averaged there only)")
+    values = []
+    for ai, bi, keep in zip(a, b, inside):
+        _, full = structural_similarity(
+            ai, bi, data_range=data_range, channel_axis=0, full=True, **options,
         )
-        for ai, bi in zip(a, b)
-    ]
+        values.append(full[:, keep].mean(dtype=np.float64))
     return _reduce(torch.from_numpy(np.asarray(values, dtype=np.float64)), reduction)
 
 
