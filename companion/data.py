@@ -334,3 +334,25 @@ def cluttered_scenes(n: int, split: str = "train", *, size: int = 64, objects: t
         present = cls[:, k] >= 0
         labels[present, cls[present, k]] = 1.0
     return Scenes(torch.from_numpy(images).clamp(0, 1).unsqueeze(1), labels, m, cls)
+
+
+# Hand-drawn regions of interest (top, left, bottom, right in pixels) of some bundled photos: the objects a
+# viewer looks at first. Used as oracle maps by the semantic compression chapter.
+PHOTO_REGIONS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "astronaut": ((15, 165, 195, 295), (20, 390, 190, 450)),   # the face; the shuttle
+    "chelsea": ((40, 120, 300, 370),),                           # the cat's face
+    "coffee": ((20, 180, 250, 470),),                            # the cup
+    "rocket": ((120, 230, 410, 290),),                           # the rocket
+    "camera": ((60, 180, 200, 330),),                            # the man's head and the camera
+}
+
+
+def photo_region(name: str) -> np.ndarray:
+    """The region of interest of a photo of :data:`PHOTO_REGIONS`, a bool mask of the photo's height and width."""
+    from skimage import data as skdata
+
+    check_choice(name, "photo", PHOTO_REGIONS)
+    mask = np.zeros(getattr(skdata, name)().shape[:2], bool)
+    for top, left, bottom, right in PHOTO_REGIONS[name]:
+        mask[top:bottom, left:right] = True
+    return mask

@@ -15,6 +15,8 @@ Entries:
   (chapter "Invert and Defend"; reusable wherever a GAN prior on MNIST is needed).
 * ``dudonet_small`` -- the six metal-artifact-reduction networks of the DuDoNet chapter (width 8,
   64 × 64 images), see :mod:`companion.ct.weights`.
+* ``msroi_small`` -- the MS-ROI and CAM networks of the semantic compression chapter (64 × 64 cluttered
+  scenes), see :mod:`companion.compression.weights`.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from ._validate import check_choice
+from .compression.weights import MSROI_SMALL, build_msroi_small, msroi_modules
 from .ct.weights import DUDONET_SMALL, build_dudonet_small, dudonet_modules
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -77,6 +80,7 @@ def build_mnist_dcgan(config: dict = MNIST_DCGAN, progress: bool = True) -> dict
 REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]]]] = {
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan),
     "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small),
+    "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small),
 }
 
 

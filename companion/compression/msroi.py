@@ -24,6 +24,10 @@ from torch import nn
 
 from .._validate import check_choice, check_images, check_int, check_positive
 
+# The class-specific layer's activation: with a plain ReLU most classes' maps died in our training (negative
+# everywhere, so no gradient ever reached them again) and the map showed one class; a small leak keeps them alive.
+LEAK = 0.1
+
 __all__ = ["SceneNet", "class_maps", "roi_map", "object_recall", "pixel_auc"]
 
 
@@ -33,7 +37,7 @@ class SceneNet(nn.Module):
     Trunk: ``[[conv 3×3 → batch norm → ReLU] ×2 → max-pool 2] × len(widths)`` (a small VGG), so the maps have
     ``1 / 2^len(widths)`` of the image's resolution (one cell per 8 × 8 JPEG block with three stages).
     The class biases start at ``prior_logit`` (sigmoid 0.18: a few of the classes are present in a scene).
-    ``head="cam"``: logits ``w^c · GAP(f) + b_c``. ``head="msroi"``: a 3 × 3 convolution and ReLU give
+    ``head="cam"``: logits ``w^c · GAP(f) + b_c``. ``head="msroi"``: a 3 × 3 convolution and a leaky ReLU (slope :data:`LEAK`) give
     ``maps_per_class`` maps per class; logits ``a · Z^c + b_c`` with ``Z^c`` the spatial mean of
     ``Σ_d f_d^c`` and one learned scale ``a``.
     """
@@ -72,7 +76,7 @@ class SceneNet(nn.Module):
         f = self.feature_maps(x)
         if self.head_kind == "cam":
             return torch.einsum("cd,bdhw->bchw", self.head.weight, f)
-        per_class = F.relu(self.class_layer(f))
+        per_class = F.leaky_relu(self.class_layer(f), LEAK)
         return per_class.unflatten(1, (self.num_classes, self.maps_per_class)).sum(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
