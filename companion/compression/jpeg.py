@@ -35,8 +35,13 @@ from PIL import Image
 
 from .._validate import check_choice, check_int
 
+# Full-range RGB -> YCbCr of JPEG (JFIF, ITU-R BT.601 weights) on [0, 1] values; Cb and Cr are offset by 0.5.
+# The one home of these weights: the luma metrics and the wavelet denoiser's colour transform read them here.
+JPEG_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
 __all__ = [
-    "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "BLOCK", "RULES", "SemanticJPEG", "at_equal_bytes", "block_levels", "decode",
+    "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "BLOCK", "JPEG_YCBCR", "RULES", "SemanticJPEG", "at_equal_bytes", "block_levels",
+    "decode",
     "encode", "ijg_scale", "ijg_tables", "level_mosaic", "median_mosaic", "quality_ladder", "rd_curve",
     "released_encoder", "semantic_jpeg", "shuffled_levels", "uniform_levels",
 ]

@@ -21,13 +21,13 @@ import torch
 
 from .._validate import check_choice
 from ..metrics import psnr_from_mse, ssim
-from .jpeg import _check_image
+from .jpeg import JPEG_YCBCR, _check_image
 
 __all__ = ["BT601_LUMA", "MS_SSIM_MIN_SIDE", "QUALITY_KEYS", "luma", "masked_psnr", "masked_ssim", "ms_ssim",
            "psnr_hvs", "quality_row", "vifp"]
 
 # The BT.601 weights of R, G and B in the luma Y (full range, as JPEG's YCbCr)
-BT601_LUMA = (0.299, 0.587, 0.114)
+BT601_LUMA = tuple(float(w) for w in JPEG_YCBCR[0])
 
 # The smallest side MS-SSIM accepts: (11 − 1) · 2⁴ + 1 pixels, the 11×11 window at the fifth scale
 MS_SSIM_MIN_SIDE = 161

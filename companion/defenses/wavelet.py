@@ -12,9 +12,9 @@ import pywt
 import torch
 
 from .._validate import check_choice, check_images, check_int, check_positive
+from ..compression.jpeg import JPEG_YCBCR
 
-# Full-range (JPEG) RGB -> YCbCr on [0, 1], offsets of the chroma channels at 0.5
-_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCBCR = JPEG_YCBCR
 _YCBCR_INV = np.linalg.inv(_YCBCR)
 _OFFSET = np.array([0.0, 0.5, 0.5])
 
