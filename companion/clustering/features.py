@@ -16,11 +16,12 @@ import torch
 from .._validate import check_int
 from ..data import load_mnist
 from ..nets import SmallCNN
-from ..train import fit, random_shift
+from ..train import fit, module_device, random_shift
 
 
-def train_feature_cnn(classes: Sequence[int], *, epochs: int = 3, seed: int = 0, progress: bool = True) -> SmallCNN:
-    """A :class:`~companion.nets.SmallCNN` trained on the embedded MNIST training images of ``classes`` only."""
+def train_feature_cnn(classes: Sequence[int], *, epochs: int = 3, seed: int = 0, progress: bool = True,
+                      device: torch.device | str = "cpu") -> SmallCNN:
+    """A :class:`~companion.nets.SmallCNN` on ``device``, trained on the embedded MNIST training images of ``classes``."""
     classes = sorted({int(c) for c in classes})
     if len(classes) < 2 or classes[0] < 0 or classes[-1] > 9:
         raise ValueError(f"classes must hold at least two digits in 0..9, got {classes}")
@@ -29,7 +30,7 @@ def train_feature_cnn(classes: Sequence[int], *, epochs: int = 3, seed: int = 0,
     keep = torch.isin(y, torch.tensor(classes))
     remap = torch.full((10,), -1, dtype=torch.long)
     remap[torch.tensor(classes)] = torch.arange(len(classes))
-    model = SmallCNN(num_classes=len(classes))
+    model = SmallCNN(num_classes=len(classes)).to(device)
     fit(model, x[keep], remap[y[keep]], epochs=epochs, batch_size=64, seed=seed, augment=random_shift,
         progress=progress, desc=f"CNN on digits {classes}")
     return model
@@ -37,9 +38,11 @@ def train_feature_cnn(classes: Sequence[int], *, epochs: int = 3, seed: int = 0,
 
 @torch.no_grad()
 def embed(model: SmallCNN, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """Penultimate features Φ(x) ``(B, hidden)`` as a float64 NumPy array (not normalised)."""
+    """Penultimate features Φ(x) ``(B, hidden)`` as a float64 NumPy array (not normalised), on the model's device."""
     model.eval()
-    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+    dev = module_device(model)
+    return torch.cat([model.features(x[i:i + batch_size].to(dev)).cpu()
+                      for i in range(0, len(x), batch_size)]).double().numpy()
 
 
 @dataclass
@@ -54,10 +57,10 @@ class OpenSetFeatures:
 
 
 def open_set_mnist(n_images: int, *, seen: Sequence[int] = (0, 1, 2, 3, 4), epochs: int = 3, seed: int = 0,
-                   progress: bool = True) -> OpenSetFeatures:
+                   progress: bool = True, device: torch.device | str = "cpu") -> OpenSetFeatures:
     """The open-set MNIST pipeline shared by the clustering chapters.
 
-    Trains :func:`train_feature_cnn` on the training images of the ``seen`` digits, then embeds
+    Trains :func:`train_feature_cnn` (on ``device``) on the training images of the ``seen`` digits, then embeds
     ``n_images`` images of the other digits, drawn without replacement from all 5,000 embedded images
     (train and test split; permutation ``np.random.default_rng(seed)``), and the held-out test images
     of the seen digits (labelled identities the CNN was not trained on, for choosing thresholds).
@@ -68,7 +71,7 @@ def open_set_mnist(n_images: int, *, seen: Sequence[int] = (0, 1, 2, 3, 4), epoc
     unseen = ~torch.isin(y_all, classes)
     if n_images > int(unseen.sum()):
         raise ValueError(f"n_images = {n_images} exceeds the {int(unseen.sum())} embedded images of unseen digits")
-    model = train_feature_cnn(seen, epochs=epochs, seed=seed, progress=progress)
+    model = train_feature_cnn(seen, epochs=epochs, seed=seed, progress=progress, device=device)
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(int(unseen.sum()))[:n_images])
     x_te, y_te = load_mnist("test")
     known = torch.isin(y_te, classes)

@@ -179,8 +179,10 @@ def mar_outputs(net: MARNet, data: MARData, batch_size: int = 64) -> dict[str, t
     """All outputs of ``net`` (eval mode; the dict of :meth:`MARNet.forward`) for all pairs of ``data``, concatenated.
 
     Not a classifier's labels (that is :func:`companion.metrics.predict`): the corrected sinograms and images.
+    Batches run on the network's device; the outputs come back on the device of ``data`` (the CPU for simulated
+    pairs), next to the targets they are compared with.
     """
     net.eval()
     dev = module_device(net)
     parts = [net(data[s: s + batch_size].to(dev)) for s in range(0, len(data), batch_size)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return {k: torch.cat([p[k] for p in parts]).to(data.y.device) for k in parts[0]}

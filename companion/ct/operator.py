@@ -54,6 +54,15 @@ class SparseOperator(LinearOperator):
         self._wt = sparse_csr(cols, rows, values, (n, m))
         self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``.to(device)``, ``.cuda()`` and ``.cpu()`` also move the sparse matrices (not registered buffers: they
+        stay out of the state dict). Only their device follows; their dtype stays, :meth:`_matrices` casts per input."""
+        super()._apply(fn, recurse)
+        device = fn(torch.empty(0, device=self._w.device)).device   # where this call sends a tensor of ours
+        if device != self._w.device:
+            self._w, self._wt, self._cache = self._w.to(device), self._wt.to(device), {}
+        return self
+
     def _matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (like.dtype, like.device)
         if key == (self._w.dtype, self._w.device):

@@ -50,6 +50,18 @@ class Scanner:
         self.bone_units = float(mass_attenuation("bone", e0)) / self.mu_water  # water units per g/cm³ of bone
         self.bhc = water_correction(self.energies, self.weights, e0, max_g_cm2=1.5 * fov_cm)
 
+    def to(self, device: torch.device | str) -> Scanner:
+        """Move the projector and the Radon inversion layer (sparse matrices, rebinning grid) to ``device``, in place;
+        returns the scanner, like ``nn.Module.to``. Networks that hold the scanner then project and reconstruct there.
+
+        The physics tables stay on the CPU, where :func:`simulate` runs (its noise comes from a CPU generator):
+        simulate on the CPU and move the pairs with :meth:`MARData.to`. Inputs on another device than the
+        operators' still work (the operators keep a copy per device), so the CPU simulation needs no second scanner.
+        """
+        self.fan.to(device)
+        self.ril.to(device)
+        return self
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Sinograms (line integrals per image width) of images in water units."""
         return self.fan.A(x) / self.n_pixels

@@ -4,6 +4,8 @@ Registered in :mod:`companion.pretrained` as ``dudonet_small`` (``make weights``
 networks of width 8 on 64 × 64 images, each trained from scratch with
 :func:`~companion.ct.dudonet.train_mar` on the same simulated training set: the image-only U-Net and the
 ablation configurations B, C, E, F and G of Table 4.1. Weights are stored in half precision to keep the file small.
+:data:`DUDONET_SMALL_SOURCES` names the code that produces them; :mod:`companion.pretrained` hashes its source
+with the configuration, so that the shipped file is refused once that code changes.
 """
 from __future__ import annotations
 
@@ -25,6 +27,30 @@ DUDONET_SMALL = {
     "schedule": "halve every quarter",
     "torch_seed": 0,
 }
+# What produced the weights besides DUDONET_SMALL; companion.pretrained hashes the code of each with the configuration.
+DUDONET_SMALL_SOURCES = (
+    "companion.ct.weights.dudonet_modules", "companion.ct.weights.build_dudonet_small",
+    # the training set: phantoms, implants, physics, the scan and its metal artifacts, LI
+    "companion.ct.datasets.training_set", "companion.ct.datasets.TRAIN_AREA_RANGE",
+    "companion.ct.phantoms.random_body_phantoms", "companion.ct.phantoms.implant_masks",
+    "companion.ct.phantoms._ellipses", "companion.ct.phantoms._grid", "companion.ct.phantoms.BONE_DENSITY",
+    "companion.ct.physics.mass_attenuation", "companion.ct.physics.spectrum",
+    "companion.ct.physics.polychromatic_line_integrals", "companion.ct.physics.water_correction",
+    "companion.ct.physics.TABLE_KEV", "companion.ct.physics.MASS_ATTENUATION", "companion.ct.physics.DENSITY",
+    "companion.ct.simulate.Scanner", "companion.ct.simulate.MARData", "companion.ct.simulate.simulate",
+    "companion.ct.mar.metal_trace", "companion.ct.mar.linear_interpolation",
+    # the projector and the Radon inversion layer (also inside the networks)
+    "companion.inverse.LinearOperator", "companion.ct.operator._SparseProduct", "companion.ct.operator.sparse_csr",
+    "companion.ct.operator.SparseOperator",
+    "companion.ct.parallel.ramp_filter", "companion.ct.parallel.filter_sinogram", "companion.ct.parallel.ParallelBeam",
+    "companion.ct.parallel.uniform_angles", "companion.ct.fan.FanBeam", "companion.ct.fan.rebinning_grid",
+    "companion.ct.fan.rebin", "companion.ct.fan.RadonInversionLayer",
+    # the networks, the loss, the step and the loop
+    "companion.ct.dudonet.CONFIGS", "companion.ct.dudonet._block", "companion.ct.dudonet.UNet",
+    "companion.ct.dudonet.MARNet", "companion.ct.dudonet.mar_loss", "companion.ct.dudonet.mar_step",
+    "companion.ct.dudonet.train_mar", "companion.train.train_loop", "companion.train._batches",
+    "companion.train.module_device",
+)
 
 
 def dudonet_modules(config: dict = DUDONET_SMALL, scanner: Scanner | None = None) -> dict[str, nn.Module]:

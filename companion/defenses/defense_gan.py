@@ -266,10 +266,11 @@ def train_inverter(
 
 
 def latent_recovery_error(G: nn.Module, inverter: nn.Module, z: Tensor) -> Tensor:
-    """``‖I(G(z)) − z‖₂`` per code, shape ``(B,)`` (the quantity of Theorem 5.1)."""
+    """``‖I(G(z)) − z‖₂`` per code, shape ``(B,)`` (the quantity of Theorem 5.1), on the generator's device."""
     d = _check_generator(G)
     if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != d:
         raise ValueError(f"z must have shape (B, {d})")
+    z = z.to(module_device(G))
     with torch.no_grad():
         return (inverter(G(z)) - z).norm(dim=1)
 
