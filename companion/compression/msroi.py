@@ -28,7 +28,7 @@ from .._validate import check_choice, check_images, check_int, check_positive
 # everywhere, so no gradient ever reached them again) and the map showed one class; a small leak keeps them alive.
 LEAK = 0.1
 
-__all__ = ["SceneNet", "class_maps", "roi_map", "object_recall", "pixel_auc"]
+__all__ = ["LEAK", "SceneNet", "class_maps", "roi_map", "object_recall", "pixel_auc"]
 
 
 class SceneNet(nn.Module):
