@@ -158,18 +158,18 @@ def load(name: str, folder: Path | None = None) -> dict[str, nn.Module]:
                                 f"`python -m companion.pretrained {name}` (or `make weights`)")
     config, modules_fn, _, sources = REGISTRY[name]
     meta = json.loads(meta_path.read_text())
-    changed = []
+    problems = []
     if meta.get("config_hash") != config_hash(config):
-        changed.append(f"the configuration (recorded {meta.get('config_hash')}, code {config_hash(config)})")
+        problems.append(f"the configuration changed (recorded {meta.get('config_hash')}, code {config_hash(config)})")
     if "source_hash" not in meta:
-        changed.append("the code (no source hash recorded: the files predate source hashing)")
+        problems.append("no source hash is recorded (they predate the hashing of the code)")
     elif meta["source_hash"] != source_hash(sources):
         now, then = source_hashes(sources), meta.get("sources", {})
         which = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
-        changed.append(f"the code of {', '.join(which) or 'its sources'}")
-    if changed:
+        problems.append(f"the code of {', '.join(which) or 'its sources'} changed")
+    if problems:
         raise ValueError(f"shipped weights {name!r} no longer match the code that is said to produce them: "
-                         f"{' and '.join(changed)} changed since they were trained; rebuild them with `make weights` "
+                         f"{'; '.join(problems)}; rebuild them with `make weights` "
                          f"(`python -m companion.pretrained {name}`)")
     recorded = meta.get("sha256")
     if recorded is not None and hashlib.sha256(pt.read_bytes()).hexdigest() != recorded:

@@ -132,14 +132,14 @@ def test_loading_refuses_weights_after_the_configuration_changed(fresh_weights, 
     monkeypatch.setitem(pretrained.REGISTRY, "mnist_dcgan", (changed, *rest))
     with pytest.raises(ValueError, match="make weights") as err:
         pretrained.load("mnist_dcgan", folder=fresh_weights)
-    assert "the configuration (recorded" in str(err.value) and "the code of" not in str(err.value)
+    assert "the configuration changed (recorded" in str(err.value) and "the code of" not in str(err.value)
 
 
 def test_loading_refuses_weights_without_a_source_hash(fresh_weights) -> None:
     meta = json.loads((fresh_weights / "mnist_dcgan.json").read_text())
     del meta["source_hash"]
     (fresh_weights / "mnist_dcgan.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="no source hash recorded.*make weights"):
+    with pytest.raises(ValueError, match="no source hash is recorded.*make weights"):
         pretrained.load("mnist_dcgan", folder=fresh_weights)
 
 
