@@ -5,13 +5,18 @@ Every attack has the signature ``attack(model, x, y, **params) -> x_adv``: ``mod
 is a detached tensor of the shape of ``x``, in [0, 1], on ``x``'s device. A model that is an
 ``nn.Module`` is attacked in eval mode (BatchNorm uses, and does not update, its running statistics;
 dropout is off), and afterwards every submodule gets back its own train/eval mode, as in torchattacks.
-Gradients are taken w.r.t. the input only, so no parameter gradient is ever accumulated. All attacks
-are untargeted and vectorised over the batch.
+Gradients are taken w.r.t. the input only, so no parameter gradient is ever accumulated. The attacks
+are untargeted and vectorised over the batch, except :func:`jsma` and :func:`lbfgs`: they aim at a
+target class (by default the most likely wrong class of the clean image), and :func:`lbfgs` solves
+one image at a time.
 
 * :func:`fgsm`, :func:`bim`, :func:`pgd` -- gradient ascent on the cross-entropy in an
   L∞ or L2 ball of radius ``eps`` (Goodfellow et al. 2015; Kurakin et al. 2017; Madry et al. 2018);
 * :func:`cw_l2` -- Carlini & Wagner's (2017) minimum-norm L2 attack;
 * :func:`deepfool` -- Moosavi-Dezfooli et al.'s (2016) multi-class L2 DeepFool;
+* :func:`jsma` -- Papernot et al.'s (2016) Jacobian-based Saliency Map Attack (targeted, L0);
+* :func:`lbfgs` -- Szegedy et al.'s (2014) box-constrained L-BFGS attack (targeted, L2), with a search
+  over its constant ``c``;
 * :func:`bpda` and :class:`EOT` -- Athalye et al.'s (2018) answers to non-differentiable and
   randomised defenses;
 * :func:`on_manifold_attack` -- an attack on the latent code of a generator, whose result lies on the
@@ -24,9 +29,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,8 +43,8 @@ from ._validate import check_choice, check_generator, check_images, check_int, c
 Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
-__all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "on_manifold_attack",
-           "per_sample_norms", "pgd", "project_l2_ball", "run_attack"]
+__all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "jsma", "lbfgs",
+           "on_manifold_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -368,6 +374,249 @@ def deepfool(
     return x_adv.detach()
 
 
+# --------------------------------------------------------------------------- targeted: L0 (JSMA) and L-BFGS
+def _targets(model: Model, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The target class of every image and its clean logits.
+
+    ``target=None``: the most likely class other than ``y`` on the clean input, i.e. the second most
+    likely class of a correctly classified image (the natural strong target of an untargeted study); a
+    misclassified image's target is its own prediction, so it counts as fooled from the start.
+    """
+    with torch.no_grad():
+        logits = _logits(model, x, y)
+    if target is None:
+        return logits.scatter(1, y[:, None], float("-inf")).argmax(1), logits
+    target = check_labels(target, x.shape[0], "target").to(x.device)
+    if int(target.max()) >= logits.shape[1]:
+        raise ValueError(f"target holds class {int(target.max())} but the model has only {logits.shape[1]} classes")
+    if bool((target == y).any()):
+        raise ValueError("target must differ from the true label y for every image")
+    return target, logits
+
+
+def _saliency_grads(model: Model, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The logits at ``x`` and, flattened to ``(B, n)``, the forward derivatives ``∇ₓ Z_t`` and ``∇ₓ Σ_{i≠t} Z_i``.
+
+    Two backward passes for the whole batch (each logit depends on its own image only), instead of
+    the ``K`` of a full Jacobian.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = _logits(model, x, t)
+        is_t = F.one_hot(t, logits.shape[1]).to(logits.dtype)
+        (g_t,) = torch.autograd.grad((logits * is_t).sum(), x, retain_graph=True)
+        (g_o,) = torch.autograd.grad((logits * (1 - is_t)).sum(), x)
+    return logits.detach(), g_t.flatten(1), g_o.flatten(1)
+
+
+def _best_feature(g_t: Tensor, g_o: Tensor, domain: Tensor) -> tuple[Tensor, Tensor]:
+    """Single-feature saliency ``S_j = J_t,j · |Σ_{i≠t} J_i,j|`` if ``J_t,j ≥ 0`` and ``Σ_{i≠t} J_i,j ≤ 0``, else 0.
+
+    Returns the feature of largest saliency in the search ``domain`` per image, and whether its saliency
+    is positive (a map that is zero everywhere says nothing about which feature to raise).
+    """
+    s = torch.where(domain & (g_t >= 0) & (g_o <= 0), g_t * g_o.abs(), torch.zeros_like(g_t))
+    best, p = s.max(dim=1)
+    return p, best > 0
+
+
+def _best_pair(g_t: Tensor, g_o: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel-pair saliency of Papernot et al. (2016), as in torchattacks 3.5.1's ``JSMA.saliency_map``.
+
+    For ``p ≠ q`` in the ``domain``: ``α = J_t,p + J_t,q`` and ``β = Σ_{i≠t} (J_i,p + J_i,q)``; the
+    saliency ``α · |β|`` counts only where ``α > 0`` and ``β < 0``. The pair of largest saliency (on ties,
+    the first in row-major order, as ``argmax`` in torchattacks, so ``p < q``) and whether it is positive.
+    The ``n × n`` maps are built a few images at a time (about 4 M entries each).
+    """
+    b, n = g_t.shape
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=g_t.device)
+    chunk = max(1, 2**22 // (n * n))
+    ps, qs, oks = [], [], []
+    for i in range(0, b, chunk):
+        t, o, d = g_t[i: i + chunk], g_o[i: i + chunk], domain[i: i + chunk]
+        alpha = t[:, None, :] + t[:, :, None]
+        beta = o[:, None, :] + o[:, :, None]
+        admissible = (alpha > 0) & (beta < 0) & off_diagonal & d[:, None, :] & d[:, :, None]
+        s = torch.where(admissible, alpha * beta.abs(), torch.zeros_like(alpha)).flatten(1)
+        best, idx = s.max(dim=1)
+        ps.append(torch.div(idx, n, rounding_mode="floor"))
+        qs.append(idx % n)
+        oks.append(best > 0)
+    return torch.cat(ps), torch.cat(qs), torch.cat(oks)
+
+
+@_in_eval_mode
+def jsma(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    *,
+    target: Tensor | None = None,
+    theta: float = 1.0,
+    gamma: float = 0.1,
+    pairs: bool = False,
+) -> Tensor:
+    """Jacobian-based Saliency Map Attack (Papernot et al. 2016): a targeted L0 attack that raises features.
+
+    Each iteration takes the forward derivatives of the logits ``Z`` at the current image,
+    ``J_t = ∇ₓ Z_t`` for the target ``t`` and ``Σ_{i≠t} J_i`` for the other classes (two batched
+    backward passes), and raises by ``theta`` (then clips to [0, 1]) the feature(s) of largest saliency:
+
+    * ``pairs=False`` (the paper's single-feature saliency map): ``S_j = 0`` if ``J_t,j < 0`` or
+      ``Σ_{i≠t} J_i,j > 0``, else ``J_t,j · |Σ_{i≠t} J_i,j|``. The search domain holds the features
+      below 1; a feature leaves it once it saturates at 1 (with ``theta=1``, at its first step).
+    * ``pairs=True``: the pixel-pair map of the paper, as torchattacks 3.5.1's ``JSMA`` computes it,
+      for cross-checks: for ``p ≠ q``, ``α = J_t,p + J_t,q``, ``β = Σ_{i≠t} (J_i,p + J_i,q)``,
+      saliency ``α · |β|`` where ``α > 0`` and ``β < 0``. As there, the domain starts as the features
+      below 0.99 and both features of a pair leave it after their step.
+
+    An image stops when it is classified as its target, after ``⌈gamma · n⌉`` steps of one feature
+    (``⌈gamma · n / 2⌉`` steps of two features with ``pairs``; ``n = C·H·W``), so that a fraction
+    ``gamma`` of the features at most changes (one feature more with ``pairs`` and odd ``⌈gamma · n⌉``),
+    or when no feature (pair) of its domain has positive saliency.
+    torchattacks then raises its first pixel instead, the argmax of an all-zero map. All images step
+    together; a stopped image no longer moves.
+
+    The target is ``target`` (``(B,)``, each different from ``y``) or, if ``None``, the most likely
+    class other than ``y`` on the clean input: the second most likely class of a correctly classified
+    image, the natural strong target of an untargeted study. A misclassified image then keeps its
+    prediction as target and is returned unchanged. Success of the untargeted study means a
+    prediction ``≠ y``. The saliency uses the logits (JSMA-Z in Carlini & Wagner's terms, also what
+    torchattacks differentiates when the model returns logits).
+    """
+    x, y = _check_inputs(model, x, y)
+    theta = check_positive(theta, "theta")
+    gamma = check_positive(gamma, "gamma")
+    if gamma > 1:
+        raise ValueError(f"gamma is the largest fraction of features to modify and must lie in (0, 1], got {gamma}")
+    if not isinstance(pairs, bool):
+        raise TypeError(f"pairs must be a bool, got {type(pairs).__name__}")
+    target, _ = _targets(model, x, y, target)
+    n = x[0].numel()
+    max_steps = math.ceil(gamma * n / 2) if pairs else math.ceil(gamma * n)
+    x_adv = x.clone().flatten(1)
+    domain = x_adv < (0.99 if pairs else 1.0)  # the features that may still be raised
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(max_steps):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        logits, g_t, g_o = _saliency_grads(model, x_adv[idx].view(-1, *x.shape[1:]), target[idx])
+        if pairs:
+            p, q, ok = _best_pair(g_t, g_o, domain[idx])
+            chosen = torch.cat([p, q])
+            rows = torch.cat([idx, idx])
+        else:
+            p, ok = _best_feature(g_t, g_o, domain[idx])
+            chosen, rows = p, idx
+        move = ok & (logits.argmax(1) != target[idx])
+        keep = move.repeat(2) if pairs else move
+        rows, chosen = rows[keep], chosen[keep]
+        x_adv[rows, chosen] = (x_adv[rows, chosen] + theta).clamp(max=1.0)
+        if pairs:  # as torchattacks: a pair leaves the domain after its step, saturated or not
+            domain[rows, chosen] = False
+        else:
+            domain[rows, chosen] = x_adv[rows, chosen] < 1.0
+        active[idx] = move
+    return x_adv.view_as(x).clamp(0.0, 1.0).detach()
+
+
+def _ce_grad(model: Model, x: Tensor, t: Tensor) -> tuple[float, np.ndarray]:
+    """``CE(Z(x), t)`` and its gradient w.r.t. ``x``, flattened in float64 (for scipy)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(_logits(model, x, t), t, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+    return float(loss.detach()), g.detach().cpu().double().numpy().ravel()
+
+
+def _fooled(model: Model, x: Tensor, t: Tensor) -> bool:
+    """Whether ``model`` classifies the single image ``x`` as ``t``."""
+    with torch.no_grad():
+        return bool(_logits(model, x, t).argmax(1) == t)
+
+
+def _lbfgs_solve(model: Model, x: Tensor, t: Tensor, c: float, steps: int) -> Tensor:
+    """``argmin_{x' ∈ [0,1]^n} c·‖x' − x‖²₂ + CE(Z(x'), t)`` for one image ``x`` ``(1, C, H, W)``.
+
+    L-BFGS-B started at ``x``, at most ``steps`` iterations. The distance term and its gradient
+    ``2c(x' − x)`` are computed in float64, the cross-entropy and its gradient by the model.
+    """
+    from scipy.optimize import Bounds, minimize
+
+    x0 = x.detach().cpu().double().numpy().ravel()
+
+    def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
+        xv = torch.from_numpy(v).to(x.device, x.dtype).view_as(x)
+        ce, g = _ce_grad(model, xv, t)
+        return c * float(((v - x0) ** 2).sum()) + ce, 2 * c * (v - x0) + g
+
+    res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=Bounds(0.0, 1.0), options={"maxiter": steps})
+    return torch.from_numpy(res.x).to(x.device, x.dtype).view_as(x).clamp(0.0, 1.0)
+
+
+@_in_eval_mode
+def lbfgs(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    *,
+    target: Tensor | None = None,
+    c_grid: Sequence[float] = (100.0, 10.0, 1.0, 0.1, 0.01),
+    steps: int = 50,
+    bisection_steps: int = 3,
+) -> Tensor:
+    """Box-constrained L-BFGS attack (Szegedy et al. 2014), targeted, with a search over ``c``.
+
+    For a constant ``c > 0`` the attack solves ``min_{x' ∈ [0,1]^n} c·‖x' − x‖²₂ + CE(Z(x'), t)``
+    with scipy's L-BFGS-B (``steps`` iterations at most, started at ``x``, gradients from autograd),
+    **one image at a time**: each image's result is independent of the rest of the batch, at the
+    price of batch-1 model calls. A large ``c`` keeps ``x'`` close to ``x``, a small one buys the
+    target class; the attack wants the largest ``c`` whose solution is classified as ``t``. Per image,
+    the constants of ``c_grid`` (strictly descending) are tried in turn until a solution succeeds; then
+    ``bisection_steps`` geometric bisections ``c = √(c_ok · c_fail)`` refine between that constant and
+    the last failing one (none if the first constant already succeeds). Of all successful solutions the
+    one closest to ``x`` in L2 is returned; an image never fooled returns its last solution (that of
+    the smallest ``c``), and an image already classified as its target is returned unchanged.
+
+    The target is ``target`` (``(B,)``, each different from ``y``) or, if ``None``, the most likely
+    class other than ``y`` on the clean input, as in :func:`jsma`.
+    """
+    x, y = _check_inputs(model, x, y)
+    if not isinstance(c_grid, (list, tuple)):
+        raise TypeError(f"c_grid must be a list or tuple of constants c > 0, got {type(c_grid).__name__}")
+    c_grid = [check_positive(c, "c_grid entry") for c in c_grid]
+    if not c_grid or any(a <= b for a, b in zip(c_grid, c_grid[1:])):
+        raise ValueError("c_grid must be a non-empty, strictly descending sequence of constants c > 0")
+    steps = check_int(steps, "steps")
+    bisection_steps = check_int(bisection_steps, "bisection_steps", minimum=0)
+    target, logits = _targets(model, x, y, target)
+    out = x.clone()
+    for b in torch.nonzero(logits.argmax(1) != target).squeeze(1).tolist():
+        xb, tb = x[b: b + 1], target[b: b + 1]
+        c_fail = c_ok = None
+        for c in c_grid:  # descending: the first success is the largest constant of the grid that works
+            sol = _lbfgs_solve(model, xb, tb, c, steps)
+            if _fooled(model, sol, tb):
+                c_ok = c
+                break
+            c_fail = c
+        candidates = [sol] if c_ok is not None else []
+        if c_ok is not None and c_fail is not None:
+            for _ in range(bisection_steps):
+                c = math.sqrt(c_ok * c_fail)
+                sol = _lbfgs_solve(model, xb, tb, c, steps)
+                if _fooled(model, sol, tb):
+                    c_ok = c
+                    candidates.append(sol)
+                else:
+                    c_fail = c
+        if candidates:  # otherwise sol is the last solution, that of the smallest c
+            sol = min(candidates, key=lambda s: float((s - xb).norm()))
+        out[b] = sol[0]
+    return out.detach()
+
+
 # --------------------------------------------------------------------------- adaptive-attack tools
 def bpda(transform: Callable[[Tensor], Tensor], approx: Callable[[Tensor], Tensor] | None = None) -> Model:
     """Backward Pass Differentiable Approximation (Athalye et al. 2018).
@@ -447,7 +696,8 @@ def on_manifold_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0:
 
 
 # --------------------------------------------------------------------------- by name, in batches
-ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "fgsm_minimal": fgsm_minimal, "pgd": pgd, "bim": bim, "cw": cw_l2, "deepfool": deepfool}
+ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "fgsm_minimal": fgsm_minimal, "pgd": pgd, "bim": bim, "cw": cw_l2, "deepfool": deepfool,
+                                             "jsma": jsma, "lbfgs": lbfgs}
 
 
 def run_attack(
