@@ -19,6 +19,8 @@ Entries:
   64 × 64 images), see :mod:`companion.ct.weights`.
 * ``msroi_small`` -- the MS-ROI and CAM networks of the semantic compression chapter (64 × 64 cluttered
   scenes), see :mod:`companion.compression.weights`.
+* ``scene_classifier`` -- the digit classifier on one-digit cluttered scenes attacked in the semantic
+  quantization chapter, see :mod:`companion.compression.weights`.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import torch
 from torch import nn
 
 from ._validate import check_choice
-from .compression.weights import MSROI_SMALL, MSROI_SMALL_SOURCES, build_msroi_small, msroi_modules
+from .compression.weights import (MSROI_SMALL, MSROI_SMALL_SOURCES, SCENE_CLASSIFIER, SCENE_CLASSIFIER_SOURCES,
+                                  build_msroi_small, build_scene_classifier, msroi_modules, scene_classifier_modules)
 from .ct.weights import DUDONET_SMALL, DUDONET_SMALL_SOURCES, build_dudonet_small, dudonet_modules
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -118,6 +121,7 @@ REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan, MNIST_DCGAN_SOURCES),
     "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),
+    "scene_classifier": (SCENE_CLASSIFIER, scene_classifier_modules, build_scene_classifier, SCENE_CLASSIFIER_SOURCES),
 }
 
 

@@ -210,7 +210,7 @@ def test_run_attack_batches_and_progress(data, capsys):
     assert batched.shape == x.shape
     # the batch size can flip the sign of a few gradients of size ~1e-9 (float summation order)
     assert (batched != whole).float().mean() < 1e-3
-    assert set(ATTACKS) == {"fgsm", "fgsm_minimal", "pgd", "bim", "cw", "deepfool"}
+    assert set(ATTACKS) == {"fgsm", "fgsm_minimal", "pgd", "bim", "cw", "deepfool", "jsma", "lbfgs"}
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     a = run_attack("pgd", model, x[:40], y[:40], batch_size=16, eps=0.1, steps=2, generator=gen())
     b = run_attack("pgd", model, x[:40], y[:40], batch_size=16, eps=0.1, steps=2, generator=gen())
@@ -387,7 +387,7 @@ def test_bad_inputs(x, y, params, error):
         (lambda m: cw_l2(m, X, Y, c=torch.ones(2)), TypeError),
         (lambda m: deepfool(m, X, Y, num_classes=1), ValueError),
         (lambda m: deepfool(m, X, Y, overshoot=-0.1), ValueError),
-        (lambda m: run_attack("jsma", m, X, Y), ValueError),
+        (lambda m: run_attack("no_such_attack", m, X, Y), ValueError),
         (lambda m: run_attack("fgsm", m, X, Y, eps=0.1, batch_size=0), ValueError),
         (lambda m: run_attack("fgsm", m, X, Y, eps=0.1, steps=3), TypeError),  # fgsm takes no steps
         (lambda m: fgsm("not a model", X, Y, 0.1), TypeError),

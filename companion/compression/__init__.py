@@ -13,14 +13,14 @@ from .jpeg import (
     ijg_scale, ijg_tables, level_mosaic, median_mosaic, quality_ladder, rd_curve, released_encoder, semantic_jpeg,
     shuffled_levels, uniform_levels,
 )
-from .msroi import SceneNet, class_maps, object_recall, pixel_auc, roi_map
+from .msroi import SceneNet, class_maps, evidence, fuse, object_recall, pixel_auc, roi_map, unit_range
 from .quality import (
     BT601_LUMA, MS_SSIM_MIN_SIDE, QUALITY_KEYS, luma, masked_psnr, masked_ssim, ms_ssim, psnr_hvs, quality_row, vifp,
 )
 
 __all__ = [
     "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "BLOCK", "BT601_LUMA", "MS_SSIM_MIN_SIDE", "QUALITY_KEYS", "RULES",
-    "SceneNet", "SemanticJPEG", "at_equal_bytes", "class_maps", "object_recall", "pixel_auc", "roi_map", "block_levels", "decode", "encode", "ijg_scale", "ijg_tables",
+    "SceneNet", "SemanticJPEG", "at_equal_bytes", "class_maps", "evidence", "fuse", "unit_range", "object_recall", "pixel_auc", "roi_map", "block_levels", "decode", "encode", "ijg_scale", "ijg_tables",
     "level_mosaic", "luma", "masked_psnr", "masked_ssim", "median_mosaic", "ms_ssim", "psnr_hvs",
     "quality_ladder", "quality_row", "rd_curve", "released_encoder", "semantic_jpeg", "shuffled_levels",
     "uniform_levels", "vifp",

@@ -28,7 +28,7 @@ from .._validate import check_choice, check_images, check_int, check_positive
 # everywhere, so no gradient ever reached them again) and the map showed one class; a small leak keeps them alive.
 LEAK = 0.1
 
-__all__ = ["LEAK", "SceneNet", "class_maps", "roi_map", "object_recall", "pixel_auc"]
+__all__ = ["LEAK", "SceneNet", "class_maps", "evidence", "fuse", "object_recall", "pixel_auc", "roi_map", "unit_range"]
 
 
 class SceneNet(nn.Module):
@@ -86,6 +86,14 @@ class SceneNet(nn.Module):
         return self.scale * maps.mean((2, 3)) + self.bias
 
 
+def evidence(net: SceneNet, maps: torch.Tensor) -> torch.Tensor:
+    """The logits ``(B, C)`` that ``net`` computes from its class maps ``(B, C, h, w)`` (the last lines of
+    :meth:`SceneNet.forward`), so that maps and logits come from one pass through the trunk."""
+    if net.head_kind == "cam":
+        return maps.mean((2, 3)) + net.head.bias
+    return net.scale * maps.mean((2, 3)) + net.bias
+
+
 def class_maps(net: SceneNet, x: torch.Tensor, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The class maps ``(B, C, h, w)`` and the logits ``(B, C)`` of ``net`` on ``x``, without gradients, on the CPU."""
     check_images(x)
@@ -93,11 +101,40 @@ def class_maps(net: SceneNet, x: torch.Tensor, *, batch_size: int = 256) -> tupl
     maps, logits = [], []
     with torch.no_grad():
         for j in range(0, len(x), batch_size):
-            xb = x[j: j + batch_size].to(dev)
-            m = net.class_maps(xb)
+            m = net.class_maps(x[j: j + batch_size].to(dev))
             maps.append(m.cpu())
-            logits.append(net(xb).cpu())
+            logits.append(evidence(net, m).cpu())
     return torch.cat(maps), torch.cat(logits)
+
+
+def _check_fusion(num_classes: int, top: int, threshold: float | None) -> None:
+    check_int(top, "top")
+    if top > num_classes:
+        raise ValueError(f"top = {top} exceeds the {num_classes} classes")
+    if threshold is not None and not 0 < check_positive(threshold, "threshold") < 1:
+        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
+
+
+def fuse(maps: torch.Tensor, logits: torch.Tensor, size: tuple[int, int], *, top: int = 5,
+         threshold: float | None = None) -> torch.Tensor:
+    """The rank-weighted fusion of :func:`roi_map` on given class maps ``(B, C, h, w)`` and logits ``(B, C)``,
+    upsampled to ``size``; ``(B, *size)``, non-negative, not yet rescaled per image (see :func:`unit_range`)."""
+    _check_fusion(maps.shape[1], top, threshold)
+    order = logits.argsort(1, descending=True)[:, :top]
+    weights = torch.arange(top, 0, -1, dtype=maps.dtype, device=maps.device).expand(len(maps), top).clone()
+    if threshold is not None:
+        weights *= (torch.sigmoid(logits.gather(1, order)) >= threshold).to(maps.dtype)
+    weights /= top * (top + 1) / 2
+    chosen = maps.gather(1, order[:, :, None, None].expand(-1, -1, *maps.shape[-2:])).clamp_min(0)
+    fused = (chosen * weights[:, :, None, None]).sum(1, keepdim=True)
+    return F.interpolate(fused, size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+
+
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``(B, H, W)`` rescaled to [0, 1] by its own minimum and maximum (a constant map becomes 0)."""
+    low = maps.flatten(1).amin(1).view(-1, 1, 1)
+    span = maps.flatten(1).amax(1).view(-1, 1, 1) - low
+    return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
 
 
 def roi_map(net: SceneNet, x: torch.Tensor, *, top: int = 5, threshold: float | None = None) -> torch.Tensor:
@@ -108,23 +145,9 @@ def roi_map(net: SceneNet, x: torch.Tensor, *, top: int = 5, threshold: float | 
     weights ``top, top - 1, ..., 1`` normalised to sum 1, upsamples bilinearly to the image and rescales each
     image's map to [0, 1] (a map that is zero everywhere stays zero). ``top=1`` gives the single-class CAM.
     """
-    check_int(top, "top")
-    if top > net.num_classes:
-        raise ValueError(f"top = {top} exceeds the {net.num_classes} classes")
-    if threshold is not None and not 0 < check_positive(threshold, "threshold") < 1:
-        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
+    _check_fusion(net.num_classes, top, threshold)
     maps, logits = class_maps(net, x)
-    order = logits.argsort(1, descending=True)[:, :top]
-    weights = torch.arange(top, 0, -1, dtype=maps.dtype).expand(len(x), top).clone()
-    if threshold is not None:
-        weights *= (torch.sigmoid(logits.gather(1, order)) >= threshold).to(maps.dtype)
-    weights /= top * (top + 1) / 2
-    chosen = maps.gather(1, order[:, :, None, None].expand(-1, -1, *maps.shape[-2:])).clamp_min(0)
-    fused = (chosen * weights[:, :, None, None]).sum(1, keepdim=True)
-    fused = F.interpolate(fused, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
-    low = fused.flatten(1).amin(1).view(-1, 1, 1)
-    span = fused.flatten(1).amax(1).view(-1, 1, 1) - low
-    return torch.where(span > 0, (fused - low) / span.clamp_min(1e-12), torch.zeros_like(fused))
+    return unit_range(fuse(maps, logits, tuple(x.shape[-2:]), top=top, threshold=threshold))
 
 
 def object_recall(maps: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, *,
