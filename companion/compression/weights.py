@@ -3,10 +3,11 @@
 Registered in :mod:`companion.pretrained` (``make weights`` rebuilds them):
 
 * ``msroi_small``, the map makers of the semantic compression chapter: two
-:class:`~companion.compression.msroi.SceneNet` networks with the same trunk, one with the CAM head and one
-with the MS-ROI head, trained with the same budget on the same cluttered scenes and multi-hot labels
-(:func:`companion.data.cluttered_scenes`), with a per-class sigmoid (binary cross-entropy);
-* ``scene_classifier``, the victim of the semantic quantization chapter: a :class:`SceneNet` with the CAM head
+  :class:`~companion.compression.msroi.SceneNet` networks with the same trunk, one with the CAM head and one
+  with the MS-ROI head, trained with the same budget on the same cluttered scenes and multi-hot labels
+  (:func:`companion.data.cluttered_scenes`), with a per-class sigmoid (binary cross-entropy);
+* ``scene_classifier``, the victim of the semantic quantization chapter: a
+  :class:`~companion.compression.msroi.SceneNet` with the CAM head
   that names the one digit of a cluttered scene (10 classes, cross-entropy), trained on other scenes than the
   map makers, so that the map and the classifier are two networks, as in the paper.
 

@@ -45,7 +45,7 @@ def _generator(generator: torch.Generator | int | None) -> torch.Generator:
 def aug_roi_map(net: SceneNet, x: Tensor, *, draws: int = 8, input_noise: float = 0.05, feature_noise: float = 0.1,
                 shift: int = 2, top: int = 5, threshold: float | None = None,
                 generator: torch.Generator | int | None = None) -> Tensor:
-    """The Augmented MS-ROI map (§3.6): the mean over ``draws`` jittered passes of the fused map of :func:`roi_map`.
+    """The Augmented MS-ROI map (§3.6): the mean over ``draws`` jittered passes of the fused map of :func:`~companion.compression.roi_map`.
 
     Each draw shifts the image by a random whole number of pixels in ``[-shift, shift]`` (both axes), adds
     Gaussian noise of standard deviation ``input_noise`` to it, and, after each stage of the trunk, Gaussian
