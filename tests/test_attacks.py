@@ -72,7 +72,8 @@ def test_model_mode_and_parameter_gradients_untouched():
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.0), nn.Linear(16, 3)).train()
     x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
     for name, params in (("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 2}), ("cw", {"steps": 2}),
-                         ("deepfool", {"steps": 2}), ("bim", {"eps": 0.5, "steps": 2, "norm": "l2"})):
+                         ("deepfool", {"steps": 2}), ("bim", {"eps": 0.5, "steps": 2, "norm": "l2"}),
+                         ("jsma", {}), ("lbfgs", {"steps": 5, "c_grid": (1.0, 0.1)})):
         run_attack(name, model, x, y, **params)
         assert model.training
         assert all(p.grad is None for p in model.parameters())
@@ -84,7 +85,8 @@ def test_model_mode_and_parameter_gradients_untouched():
 
 ALL_ATTACKS = (("fgsm", {"eps": 0.1}), ("fgsm_minimal", {"eps_grid": [0.1, 0.2]}), ("pgd", {"eps": 0.1, "steps": 2}),
                ("bim", {"eps": 0.5, "steps": 2, "norm": "l2"}), ("cw", {"steps": 2, "binary_search_steps": 2}),
-               ("deepfool", {"steps": 2}))
+               ("deepfool", {"steps": 2}), ("jsma", {}), ("jsma", {"pairs": True, "gamma": 0.5}),
+               ("lbfgs", {"steps": 5, "c_grid": (1.0, 0.1)}))
 
 
 class _BNNet(nn.Module):

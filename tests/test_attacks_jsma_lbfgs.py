@@ -285,39 +285,22 @@ def test_lbfgs_keeps_the_largest_working_c_of_the_grid():
 
 
 # --------------------------------------------------------------------------- hygiene and bad inputs
-class _BNNet(nn.Module):
-    """A BatchNorm classifier that records the mode of every forward pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn, self.fc, self.modes = nn.BatchNorm2d(1), nn.Linear(16, 3), []
-
-    def forward(self, x):
-        self.modes.append(self.training)
-        return self.fc(self.bn(x).flatten(1))
-
-
-@pytest.mark.parametrize(("name", "params"), [("jsma", {}), ("jsma", {"pairs": True, "gamma": 0.5}),
-                                              ("lbfgs", {"steps": 5, "c_grid": (1.0, 0.1)})])
-def test_eval_mode_restored_and_no_parameter_gradients(name, params):
-    torch.manual_seed(0)
-    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
-    net = _BNNet().train()
-    net(torch.rand(8, 1, 4, 4) * 3)  # running statistics away from their start
-    stats = [net.bn.running_mean.clone(), net.bn.running_var.clone()]
-    net.modes.clear()
-    adv = run_attack(name, net, x, y, **params)
-    assert adv.shape == x.shape and not adv.requires_grad
-    assert net.modes and not any(net.modes)
-    assert net.training and net.bn.training
-    assert all(p.grad is None for p in net.parameters())
-    assert torch.equal(stats[0], net.bn.running_mean) and torch.equal(stats[1], net.bn.running_var)
-    with torch.no_grad():  # the attacks switch autograd on for their input gradients
-        assert torch.equal(ATTACKS[name](net, x, y, **params), adv)
-
-
 def _tiny3() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+
+# Eval mode, the caller's modes, BatchNorm statistics and parameter gradients: the shared checks of every
+# attack in test_attacks.py (ALL_ATTACKS and test_model_mode_and_parameter_gradients_untouched) cover jsma and lbfgs.
+@pytest.mark.parametrize(("name", "params"), [("jsma", {}), ("jsma", {"pairs": True, "gamma": 0.5}),
+                                              ("lbfgs", {"steps": 5, "c_grid": (1.0, 0.1)})])
+def test_deterministic_and_runs_under_no_grad(name, params):
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    net = _tiny3().eval()
+    adv = run_attack(name, net, x, y, **params)
+    assert adv.shape == x.shape and not adv.requires_grad
+    with torch.no_grad():  # the attacks switch autograd on for their input gradients
+        assert torch.equal(ATTACKS[name](net, x, y, **params), adv)
 
 
 X, Y = torch.rand(2, 1, 4, 4), torch.tensor([0, 1])

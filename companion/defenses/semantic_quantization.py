@@ -52,7 +52,8 @@ def aug_roi_map(net: SceneNet, x: Tensor, *, draws: int = 8, input_noise: float 
     noise of ``feature_noise`` times each channel's own spatial standard deviation to the activations; the
     draw's class maps are fused (top ``top`` classes by that draw's evidence, rank-weighted) and shifted back.
     The mean of the draws is rescaled to [0, 1] per image: ``(B, H, W)``. Randomness comes from
-    ``generator`` (a ``torch.Generator`` or a seed), never from the global state. With ``draws=1``,
+    ``generator`` (a ``torch.Generator`` or a seed; with ``None`` a seed is drawn once from torch's global
+    generator, so only a given generator or seed makes the map reproducible). With ``draws=1``,
     no noise and ``shift=0`` the result is :func:`~companion.compression.roi_map`'s.
     """
     x = check_images(x, "x")
@@ -148,7 +149,8 @@ class SemanticQuantization:
 
 
 def random_block_map(x: Tensor, generator: torch.Generator | int | None = None, block: int = 8) -> Tensor:
-    """A control map ``(B, H, W)``: one uniform random value per ``block`` × ``block`` block, from ``generator``."""
+    """A control map ``(B, H, W)``: one uniform random value per ``block`` × ``block`` block, from ``generator``
+    (as in :func:`aug_roi_map`: ``None`` seeds it from torch's global generator)."""
     x = check_images(x, "x")
     gen = _generator(generator)
     h, w = (-(-s // block) for s in x.shape[-2:])
