@@ -257,13 +257,15 @@ def _resize(patch: np.ndarray, size: int) -> np.ndarray:
 
 
 def cluttered_scenes(n: int, split: str = "train", *, size: int = 64, objects: tuple[int, int] = (1, 4),
-                     faces: bool = True, textures: tuple[str, ...] = SCENE_TEXTURES, seed: int = 0) -> Scenes:
+                     faces: bool = True, textures: tuple[str, ...] = SCENE_TEXTURES,
+                     scale: tuple[float, float] = (0.25, 0.42), seed: int = 0) -> Scenes:
     """``n`` greyscale scenes of ``size`` × ``size``: a texture with 0-4 objects pasted on it.
 
     The background is a random window of one of scikit-image's bundled ``textures``, resized and reduced in
     contrast. Each scene holds ``objects[0]..objects[1]`` objects (``(0, 0)`` gives object-free textures,
     the paper's "Pattern" category), at non-overlapping random places: embedded MNIST digits
-    (:func:`load_mnist` of the same ``split``, scaled to 25-42 % of the scene) drawn as bright ink, and, with
+    (:func:`load_mnist` of the same ``split``, scaled to ``scale``, 25-42 % of the scene by default) drawn as
+    bright ink, and, with
     ``faces``, scikit-image's LFW faces (the first 70 for ``"train"``, the other 30 for ``"test"``) in a soft
     ellipse. Train and test scenes share no digit and no face. An object's mask is where it covers the
     background (ink or face above 20 %), widened by two pixels, so that it holds the object's edges.
@@ -279,6 +281,8 @@ def cluttered_scenes(n: int, split: str = "train", *, size: int = 64, objects: t
         raise ValueError(f"objects must be (min, max) with 0 <= min <= max <= 6, got {objects}")
     if not textures:
         raise ValueError("give at least one texture")
+    if not 0.1 <= scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must be (min, max) object sizes with 0.1 <= min <= max <= 1, got {scale}")
     for name in textures:
         check_choice(name, "texture", SCENE_TEXTURES)
     sources, lfw = _scene_sources()
@@ -304,7 +308,7 @@ def cluttered_scenes(n: int, split: str = "train", *, size: int = 64, objects: t
         boxes: list[tuple[int, int, int]] = []
         for _ in range(int(rng.integers(lo, hi + 1))):
             is_face = faces and rng.random() < 0.25
-            s = int(rng.uniform(0.25, 0.42) * size)
+            s = int(rng.uniform(*scale) * size)
             for _attempt in range(20):
                 r, c = int(rng.integers(size - s + 1)), int(rng.integers(size - s + 1))
                 if all(r + s <= r2 or r2 + s2 <= r or c + s <= c2 or c2 + s2 <= c for r2, c2, s2 in boxes):
