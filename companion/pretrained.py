@@ -17,6 +17,8 @@ Entries:
   (chapter "Invert and Defend"; reusable wherever a GAN prior on MNIST is needed).
 * ``dudonet_small`` -- the six metal-artifact-reduction networks of the DuDoNet chapter (width 8,
   64 × 64 images), see :mod:`companion.ct.weights`.
+* ``dudonet_ablation`` -- configurations A and D of the same chapter's ablation, trained with the same
+  code and settings as ``dudonet_small`` (a file of its own, so that the six networks stay as they were).
 * ``msroi_small`` -- the MS-ROI and CAM networks of the semantic compression chapter (64 × 64 cluttered
   scenes), see :mod:`companion.compression.weights`.
 * ``scene_classifier`` -- the digit classifier on one-digit cluttered scenes attacked in the semantic
@@ -39,7 +41,8 @@ from torch import nn
 from ._validate import check_choice
 from .compression.weights import (MSROI_SMALL, MSROI_SMALL_SOURCES, SCENE_CLASSIFIER, SCENE_CLASSIFIER_SOURCES,
                                   build_msroi_small, build_scene_classifier, msroi_modules, scene_classifier_modules)
-from .ct.weights import DUDONET_SMALL, DUDONET_SMALL_SOURCES, build_dudonet_small, dudonet_modules
+from .ct.weights import (DUDONET_ABLATION, DUDONET_SMALL, DUDONET_SMALL_SOURCES, build_dudonet_small,
+                         dudonet_modules)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -120,6 +123,7 @@ REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable
                           tuple[str, ...]]] = {
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan, MNIST_DCGAN_SOURCES),
     "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
+    "dudonet_ablation": (DUDONET_ABLATION, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),
     "scene_classifier": (SCENE_CLASSIFIER, scene_classifier_modules, build_scene_classifier, SCENE_CLASSIFIER_SOURCES),
 }

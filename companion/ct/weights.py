@@ -1,11 +1,17 @@
-"""The shipped DuDoNet weights: their configuration, fresh modules and the training that produces them.
+"""The shipped DuDoNet weights: their configurations, fresh modules and the training that produces them.
 
-Registered in :mod:`companion.pretrained` as ``dudonet_small`` (``make weights`` rebuilds it). Six
-networks of width 8 on 64 × 64 images, each trained from scratch with
-:func:`~companion.ct.dudonet.train_mar` on the same simulated training set: the image-only U-Net and the
-ablation configurations B, C, E, F and G of Table 4.1. Weights are stored in half precision to keep the file small.
-:data:`DUDONET_SMALL_SOURCES` names the code that produces them; :mod:`companion.pretrained` hashes its source
-with the configuration, so that the shipped file is refused once that code changes.
+Registered in :mod:`companion.pretrained` as two entries (``make weights`` rebuilds both):
+
+* ``dudonet_small`` -- six networks of width 8 on 64 × 64 images, each trained from scratch with
+  :func:`~companion.ct.dudonet.train_mar` on the same simulated training set: the image-only U-Net and the
+  ablation configurations B, C, E, F and G of Table 4.1;
+* ``dudonet_ablation`` -- configurations A and D of Table 4.1, trained later with the same code, data and
+  settings (:data:`DUDONET_ABLATION` differs from :data:`DUDONET_SMALL` only in ``configs``), in a file of
+  their own so that the six networks above (and every number calibrated on them) stay as they are.
+
+Weights are stored in half precision to keep the files small. :data:`DUDONET_SMALL_SOURCES` names the code
+that produces them; :mod:`companion.pretrained` hashes its source with the configuration, so that a shipped
+file is refused once that code changes.
 """
 from __future__ import annotations
 
@@ -27,6 +33,9 @@ DUDONET_SMALL = {
     "schedule": "halve every quarter",
     "torch_seed": 0,
 }
+# Table 4.1's A (SE-Net without mask pyramid, no image network) and D (that SE-Net + IE-Net, no RC loss).
+# The seeds follow the position in "configs" (build_dudonet_small), so A and D start from seeds 0 and 1.
+DUDONET_ABLATION = {**DUDONET_SMALL, "configs": ["A", "D"]}
 # What produced the weights besides DUDONET_SMALL; companion.pretrained hashes the code of each with the configuration.
 DUDONET_SMALL_SOURCES = (
     "companion.ct.weights.dudonet_modules", "companion.ct.weights.build_dudonet_small",
