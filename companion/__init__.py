@@ -8,7 +8,8 @@ Notebooks explain; this package computes, one home per method (README, section "
 * methods: :mod:`companion.attacks`, :mod:`companion.metrics`, :mod:`companion.defenses`, :mod:`companion.gan`,
   :mod:`companion.inverse` (forward operators), :mod:`companion.recon` (robust reconstruction),
   :mod:`companion.ct` (differentiable CT, metal artifacts, DuDoNet), :mod:`companion.clustering` (PAHC, DDC,
-  baselines), :mod:`companion.pretrained` (the shipped weights);
+  baselines), :mod:`companion.compression` (semantic JPEG), :mod:`companion.recovery` (MimicGAN),
+  :mod:`companion.repr` (RePr), :mod:`companion.pretrained` (the shipped weights);
 * the harness, which runs, checks and publishes the chapters: :mod:`companion.record`,
   :mod:`companion.expected`, :mod:`companion.regression`, :mod:`companion.calibration`,
   :mod:`companion.bookbuild`, :mod:`companion.notebooks` (the reader notebooks), :mod:`companion.cli`.

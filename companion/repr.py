@@ -170,8 +170,8 @@ def filter_importance(model: VanillaConvNet, ranking: str, *, data: tuple[torch.
 
     * ``ortho``: ``−O`` (:func:`ortho_scores`); ``weight``: the filter's L2 norm; ``random``: uniform noise;
     * on a batch ``data = (x, y)``: ``activation`` (mean ReLU output), ``apoz`` (minus the share of zero
-      outputs), ``gradient`` (mean |∂L/∂a|), ``taylor`` (Molchanov et al.: |mean over positions of a·∂L/∂a|,
-      averaged over images), ``hessian`` (optimal brain damage: ½ Σ diag(H) w² over the filter's weights,
+      outputs), ``gradient`` (the mean absolute ∂L/∂a), ``taylor`` (Molchanov et al.: the absolute value of
+      the mean over positions of a·∂L/∂a, averaged over images), ``hessian`` (optimal brain damage: ½ Σ diag(H) w² over the filter's weights,
       diag(H) by Hutchinson's estimator);
     * ``oracle``: the greedy Oracle, the rise of the loss on ``data`` (a validation split) when the filter
       alone is switched off. The paper measures the accuracy drop; on a few hundred images most filters tie
