@@ -2,9 +2,8 @@
 them back orthogonal, repeat.
 
 * :class:`VanillaConvNet`: the paper's ``C^n(X)`` (``n`` convolutions of ``X`` filters with ReLU, then one
-  fully connected layer), as ``members`` independent networks run side by side through grouped
-  convolutions: one pass trains several seeds and schemes on the same mini-batches, which is what makes
-  paired comparisons affordable on a CPU. Dropped filters are switched off by a channel mask on the
+  fully connected layer), as ``members`` independent networks in one module: one step trains several
+  seeds and schemes on the same mini-batch, which is what paired comparisons need. Dropped filters are switched off by a channel mask on the
   convolution's *output*, never by zeroing gradients (momentum and weight decay would still move them).
 * :func:`ortho_scores` (eq. 5.1-5.2), :func:`ortho_sum`, and the other rankings of the paper's Table 5.1
   (:data:`RANKINGS`, :func:`filter_importance`), the Oracle among them.
