@@ -199,6 +199,9 @@ def pgd(
     random_start: bool = True,
     early_stop: bool = False,
     generator: torch.Generator | None = None,
+    restarts: int = 1,
+    keep_best: bool = False,
+    trace: list[list[float]] | None = None,
 ) -> Tensor:
     """Projected Gradient Descent (Madry et al. 2018): ascent on the cross-entropy in a ball.
 
@@ -209,27 +212,68 @@ def pgd(
     result is reproducible; otherwise ``x_0 = x``. The last iterate is returned. With
     ``early_stop`` an image stops moving as soon as it is misclassified (the "stop once
     adversarial" rule of Kurakin et al.'s IGSM), which keeps perturbations small.
+
+    Checking an attack's strength: ``keep_best`` returns, per image, the best iterate seen instead of the
+    last (a misclassified iterate beats a correct one; then the higher cross-entropy wins), so that more
+    steps can never give the model a higher accuracy. ``restarts`` > 1 runs the attack again from new random
+    starts (it needs ``random_start``) and keeps, per image, the best of the runs' results (their best
+    iterates with ``keep_best``, else their last). ``trace``, if given, receives one list per run: the mean
+    cross-entropy of every iterate, start and end included (a convergence curve).
     """
     x, y = _check_inputs(model, x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     steps = check_int(steps, "steps")
+    restarts = check_int(restarts, "restarts")
     alpha = 2.5 * eps / steps if step_size is None else check_positive(step_size, "step_size")
     check_choice(norm, "norm", NORMS)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    x_adv = x
-    if random_start:
-        x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
-    for _ in range(steps):
-        g, logits = _loss_grad(model, x_adv, y)
-        stepped = ascent_step(x_adv, g, alpha, lambda v: _project(v, x, eps, norm), sign=norm == "linf")
-        if early_stop:
-            still_correct = logits.argmax(1) == y
-            if not still_correct.any():
-                break
-            stepped = torch.where(still_correct.view(-1, 1, 1, 1), stepped, x_adv)
-        x_adv = stepped
-    return x_adv.detach()
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 need random_start=True (without it every run is the same)")
+    best: Tensor = x
+    best_score: tuple[Tensor, Tensor] | None = None
+
+    def score(logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Per image: (misclassified, cross-entropy), compared in that order (larger is a stronger attack)."""
+        return logits.argmax(1) != y, F.cross_entropy(logits, y, reduction="none").detach()
+
+    def keep(candidate: Tensor, candidate_score: tuple[Tensor, Tensor]) -> None:
+        nonlocal best, best_score
+        if best_score is None:
+            best, best_score = candidate, candidate_score
+            return
+        (wrong, ce), (best_wrong, best_ce) = candidate_score, best_score
+        better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (ce > best_ce))
+        best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
+        best_score = (torch.where(better, wrong, best_wrong), torch.where(better, ce, best_ce))
+
+    for _run in range(restarts):
+        x_adv = x
+        if random_start:
+            x_adv = (x + _random_ball(x, eps, norm, generator)).clamp(0.0, 1.0)
+        losses: list[float] = []
+        for _ in range(steps):
+            g, logits = _loss_grad(model, x_adv, y)
+            if trace is not None:
+                losses.append(float(F.cross_entropy(logits, y)))
+            if keep_best:
+                keep(x_adv, score(logits))
+            stepped = ascent_step(x_adv, g, alpha, lambda v: _project(v, x, eps, norm), sign=norm == "linf")
+            if early_stop:
+                still_correct = logits.argmax(1) == y
+                if not still_correct.any():
+                    break
+                stepped = torch.where(still_correct.view(-1, 1, 1, 1), stepped, x_adv)
+            x_adv = stepped
+        x_adv = x_adv.detach()
+        if restarts == 1 and not keep_best and trace is None:
+            return x_adv                                   # the plain attack, unchanged
+        with torch.no_grad():
+            last_logits = _logits(model, x_adv, y)
+        if trace is not None:
+            trace.append(losses + [float(F.cross_entropy(last_logits, y))])
+        keep(x_adv, score(last_logits))
+    return best.detach()
 
 
 def bim(

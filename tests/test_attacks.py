@@ -205,6 +205,54 @@ def test_pgd_reproducible_with_generator(data, norm):
     assert (start != x).float().mean() > 0.5  # the random start moved the pixels
 
 
+# --------------------------------------------------------------------------- PGD's strength: best iterate, restarts
+def _ce(model, x_adv, y) -> torch.Tensor:
+    with torch.no_grad():
+        return F.cross_entropy(model(x_adv), y, reduction="none")
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.08), ("l2", 1.0)])
+def test_pgd_best_iterate_is_never_weaker_than_the_last(data, norm, eps):
+    model, x, y = data
+    x, y = x[:64], y[:64]
+    kw = dict(steps=8, norm=norm, step_size=eps / 2)      # a large step: iterates overshoot and oscillate
+    last = pgd(model, x, y, eps, generator=torch.Generator().manual_seed(0), **kw)
+    best = pgd(model, x, y, eps, generator=torch.Generator().manual_seed(0), keep_best=True, **kw)
+    wrong_last, wrong_best = predict(model, last) != y, predict(model, best) != y
+    assert (wrong_best | ~wrong_last).all()                 # every image the last iterate fools, the best fools
+    both = wrong_best == wrong_last
+    assert (_ce(model, best, y)[both] >= _ce(model, last, y)[both] - 1e-5).all()
+    if norm == "l2":
+        assert _l2(best, x).max() <= eps + 1e-4
+    else:
+        assert (best - x).abs().max() <= eps + 1e-6
+
+
+def test_pgd_more_steps_never_raise_accuracy_with_the_best_iterate(data):
+    model, x, y = data
+    x, y = x[:64], y[:64]
+    accs = [accuracy(model, pgd(model, x, y, 0.06, steps=n, step_size=0.01, keep_best=True,
+                                generator=torch.Generator().manual_seed(0)), y) for n in (2, 5, 10, 20)]
+    assert all(a >= b for a, b in zip(accs, accs[1:])), accs   # each run's iterates extend the shorter one's
+
+
+def test_pgd_restarts_keep_the_best_run_per_image_and_trace_the_loss(data):
+    model, x, y = data
+    x, y = x[:64], y[:64]
+    one = pgd(model, x, y, 0.06, steps=5, generator=torch.Generator().manual_seed(3))
+    trace: list[list[float]] = []
+    three = pgd(model, x, y, 0.06, steps=5, restarts=3, trace=trace, generator=torch.Generator().manual_seed(3))
+    assert accuracy(model, three, y) <= accuracy(model, one, y)     # the first run is the single run
+    fooled = predict(model, one) != y
+    assert (predict(model, three) != y)[fooled].all()
+    assert len(trace) == 3 and all(len(t) == 6 for t in trace)
+    assert trace[0][-1] == pytest.approx(float(_ce(model, one, y).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="random_start"):
+        pgd(model, x, y, 0.06, restarts=2, random_start=False)
+    with pytest.raises(ValueError):
+        pgd(model, x, y, 0.06, restarts=0)
+
+
 def test_run_attack_batches_and_progress(data, capsys):
     model, x, y = data
     whole = fgsm(model, x, y, 0.1)
