@@ -149,7 +149,7 @@ def ortho_sum(model: VanillaConvNet, *, layers: Sequence[int] | None = None) -> 
         return sum(ortho_scores(model.filters(i)).sum(-1) for i in layers)  # type: ignore[return-value]
 
 
-def _hessian_diagonal(model: VanillaConvNet, loss: torch.Tensor, params: list[torch.Tensor], probes: int,
+def _hessian_diagonal(loss: torch.Tensor, params: list[torch.Tensor], probes: int,
                       generator: torch.Generator) -> list[torch.Tensor]:
     """Hutchinson's estimate of diag(∂²loss/∂θ²): the mean of ``v ⊙ Hv`` over Rademacher probes ``v``."""
     grads = torch.autograd.grad(loss, params, create_graph=True)
@@ -216,7 +216,7 @@ def filter_importance(model: VanillaConvNet, ranking: str, *, data: tuple[torch.
             if generator is None:
                 raise ValueError("the hessian ranking needs a seeded generator (Hutchinson's probes)")
             weights = [conv.weight for conv in model.convs]
-            diag = _hessian_diagonal(model, loss_of(model(x)).sum(), weights, hessian_probes, generator)
+            diag = _hessian_diagonal(loss_of(model(x)).sum(), weights, hessian_probes, generator)
             return [(0.5 * d * w.detach() ** 2).view(E, W, -1).sum(-1) for d, w in zip(diag, weights)]
         per_member: list[list[torch.Tensor]] = []
         logits = model(x, activations=per_member)
@@ -392,7 +392,8 @@ class RePrSchedule:
         """The epochs after which filters are dropped."""
         return [self.s1 + k * (self.s1 + self.s2) for k in range(self.cycles)]
 
-    def _drop(self) -> None:
+    def _drop(self, before: torch.Tensor) -> None:
+        """Switch off the filters each RePr member ranks lowest; ``before``: the members' test accuracy now."""
         m, E, dev = self.model, self.model.members, module_device(self.model)
         drops = [torch.zeros(E, m.width, dtype=torch.bool) for _ in range(m.depth)]
         for ranking in sorted({r for r in self.rankings if r is not None}):
@@ -402,7 +403,6 @@ class RePrSchedule:
             use = torch.tensor([r == ranking for r in self.rankings])
             for d, c in zip(drops, chosen):
                 d[use] = c[use]
-        before = member_accuracy(m, *self.test)
         self._previous = [m.filters(i).detach().clone() for i in range(m.depth)]
         for i, d in enumerate(drops):
             m.mask(i)[d.to(dev)] = 0.0
@@ -428,7 +428,7 @@ class RePrSchedule:
         if self._pending is not None and self.epoch == self.events[-1].epoch + self.s2:
             self._restore()
         elif self.epoch in self.drop_epochs:
-            self._drop()
+            self._drop(acc)
         return logged
 
 
