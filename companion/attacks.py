@@ -17,6 +17,9 @@ one image at a time.
 * :func:`jsma` -- Papernot et al.'s (2016) Jacobian-based Saliency Map Attack (targeted, L0);
 * :func:`lbfgs` -- Szegedy et al.'s (2014) box-constrained L-BFGS attack (targeted, L2), with a search
   over its constant ``c``;
+* :func:`universal_fgsm` -- one image-agnostic perturbation, the mean targeted FGSM step over a few
+  images (a universal perturbation in the sense of MimicGAN's Fig. 4a; signature ``(model, x, target, eps)``,
+  returns the perturbation);
 * :func:`bpda` and :class:`EOT` -- Athalye et al.'s (2018) answers to non-differentiable and
   randomised defenses;
 * :func:`on_manifold_attack` -- an attack on the latent code of a generator, whose result lies on the
@@ -44,7 +47,8 @@ Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
 __all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "jsma", "lbfgs",
-           "on_manifold_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack"]
+           "on_manifold_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack",
+           "universal_fgsm"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,6 +188,21 @@ def fgsm_minimal(model: Model, x: Tensor, y: Tensor, eps_grid: list[float] | tup
         best[take] = x_adv[take]
         done |= take
     return best.detach()
+
+
+@_in_eval_mode
+def universal_fgsm(model: Model, x: Tensor, target: Tensor, eps: float) -> Tensor:
+    """A universal perturbation from targeted FGSM (Anirudh et al. 2020, Fig. 4a): the mean step ``ν_u``.
+
+    Each image takes one targeted FGSM step towards its ``target`` class, ``x̃_i = clip[0,1](x_i − eps ·
+    sign ∇ₓ CE(f(x_i), t_i))``, and ``ν_u = (1/N) Σ_i (x̃_i − x_i)``, shape ``(1, C, H, W)``: one image-agnostic
+    vector, added to any image as ``clip[0,1](x + α ν_u)`` at a scale ``α`` of the caller's choice. (The
+    paper writes ``Σ_i (X_i − X̃_i)/N``, which would subtract the attack; we keep the sign that attacks.)
+    """
+    x, target = _check_inputs(model, x, target)
+    eps = check_positive(eps, "eps", allow_zero=True)
+    x_adv = (x - eps * _loss_grad(model, x, target)[0].sign()).clamp(0.0, 1.0)
+    return (x_adv - x).mean(0, keepdim=True).detach()
 
 
 @_in_eval_mode

@@ -15,6 +15,9 @@ Entries:
 * ``mnist_dcgan`` -- the DCGAN of :mod:`companion.gan` trained on the embedded MNIST training split
   (4,000 images), and the data-free inverter of :func:`companion.defenses.train_inverter` for it
   (chapter "Invert and Defend"; reusable wherever a GAN prior on MNIST is needed).
+* ``phantom_dcgan`` -- the same DCGAN trained on 4,000 random body phantoms of :mod:`companion.ct.phantoms`
+  shown as 28 × 28 grey images (:func:`companion.ct.phantoms.phantom_images`): the MimicGAN chapter's second
+  image domain, generated offline in any amount.
 * ``dudonet_small`` -- the six metal-artifact-reduction networks of the DuDoNet chapter (width 8,
   64 × 64 images), see :mod:`companion.ct.weights`.
 * ``dudonet_ablation`` -- configurations A and D of the same chapter's ablation, trained with the same
@@ -118,10 +121,51 @@ def build_mnist_dcgan(config: dict = MNIST_DCGAN, progress: bool = True) -> dict
     return m
 
 
+PHANTOM_DCGAN = {
+    "data": "companion.ct.phantoms.phantom_images(4000, 28, torch.Generator().manual_seed(0))",
+    "n_images": 4000,
+    "size": 28,
+    "latent_dim": 32,
+    "width": 32,
+    "gan": {"iterations": 4000, "batch_size": 64, "lr": 2e-4, "betas": [0.5, 0.999], "real_label": 0.9, "seed": 0},
+    "torch_seed": 0,
+}
+
+PHANTOM_DCGAN_SOURCES = (
+    "companion.pretrained.phantom_dcgan_modules", "companion.pretrained.build_phantom_dcgan",
+    "companion.ct.phantoms.phantom_images", "companion.ct.phantoms.random_body_phantoms",
+    "companion.ct.phantoms._grid", "companion.ct.phantoms._ellipses", "companion.ct.phantoms.BONE_DENSITY",
+    "companion.gan.Generator", "companion.gan.Discriminator", "companion.gan._conv_body",
+    "companion.gan.gan_step", "companion.gan.train_gan",
+    "companion.train.train_loop", "companion.train._batches", "companion.train.frozen", "companion.train.module_device",
+)
+
+
+def phantom_dcgan_modules(config: dict = PHANTOM_DCGAN) -> dict[str, nn.Module]:
+    """Fresh (untrained) modules of the ``phantom_dcgan`` entry: generator and discriminator."""
+    from .gan import Discriminator, Generator
+
+    return {"generator": Generator(config["latent_dim"], config["width"]), "discriminator": Discriminator(config["width"])}
+
+
+def build_phantom_dcgan(config: dict = PHANTOM_DCGAN, progress: bool = True) -> dict[str, nn.Module]:
+    """Train the ``phantom_dcgan`` modules from scratch on freshly drawn phantom images."""
+    from .ct.phantoms import phantom_images
+    from .gan import train_gan
+
+    torch.manual_seed(config["torch_seed"])
+    m = phantom_dcgan_modules(config)
+    x = phantom_images(config["n_images"], config["size"], torch.Generator().manual_seed(0))
+    gan = dict(config["gan"], betas=tuple(config["gan"]["betas"]))
+    train_gan(m["generator"], m["discriminator"], x, progress=progress, **gan)
+    return m
+
+
 # name: (configuration, fresh modules, training from scratch, sources whose code is hashed with the configuration)
 REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]],
                           tuple[str, ...]]] = {
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan, MNIST_DCGAN_SOURCES),
+    "phantom_dcgan": (PHANTOM_DCGAN, phantom_dcgan_modules, build_phantom_dcgan, PHANTOM_DCGAN_SOURCES),
     "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "dudonet_ablation": (DUDONET_ABLATION, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),

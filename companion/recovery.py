@@ -604,9 +604,13 @@ class MimicGANDefense(nn.Module):
     the surrogate learns the batch's average corruption, and an image's output depends on the other
     images of its batch (the paper uses batches of 100 images from one attack). ``settings`` are
     :func:`mimic_project`'s keywords (``surrogate="identity"`` gives the paper's Defense-GAN special case).
+
+    ``randomness``: a torch generator from which each call draws a fresh seed instead (the surrogate's
+    initialisation changes from call to call): a randomised defense, the one an EOT attacker averages over.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module | None, *, seed: int = 0, **settings: Any) -> None:
+    def __init__(self, G: nn.Module, D: nn.Module | None, *, seed: int = 0,
+                 randomness: torch.Generator | None = None, **settings: Any) -> None:
         super().__init__()
         check_generator(G)
         unknown = sorted(set(settings) - set(_SETTINGS))
@@ -618,6 +622,9 @@ class MimicGANDefense(nn.Module):
                                                  "init_std")})
         self.G, self.D = G, D
         self.seed = check_int(seed, "seed", minimum=0)
+        if randomness is not None and not isinstance(randomness, torch.Generator):
+            raise TypeError(f"randomness must be a torch.Generator or None, got {type(randomness).__name__}")
+        self.randomness = randomness
         self.settings: dict[str, Any] = dict(settings)
 
     @property
@@ -631,7 +638,9 @@ class MimicGANDefense(nn.Module):
     def recover(self, x: Tensor, progress: bool = False) -> Recovery:
         """The full :class:`Recovery` of the batch ``x`` (images in [0, 1])."""
         check_images(x, "x")
-        return mimic_project(self.G, self.D, x, generator=torch.Generator().manual_seed(self.seed), progress=progress,
+        seed = self.seed if self.randomness is None else \
+            int(torch.randint(2**31 - 1, (1,), generator=self.randomness))
+        return mimic_project(self.G, self.D, x, generator=torch.Generator().manual_seed(seed), progress=progress,
                              **self.settings)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from companion.attacks import ATTACKS, EOT, bim, bpda, cw_l2, deepfool, fgsm, fgsm_minimal, pgd, run_attack
+from companion.attacks import (ATTACKS, EOT, bim, bpda, cw_l2, deepfool, fgsm, fgsm_minimal, pgd, run_attack,
+                               universal_fgsm)
 from companion.metrics import accuracy, predict
 
 N = 200  # test images for the cheap attacks
@@ -324,6 +325,21 @@ def test_fgsm_and_bim_match_torchattacks(data, adversarials):
     # sign of a few ~0-gradients (observed 0.13 % of the pixels, same robust accuracy).
     assert (ref != adversarials["bim"]).float().mean() < 0.01
     assert abs(accuracy(model, ref, y) - accuracy(model, adversarials["bim"], y)) <= 1 / N
+
+
+def test_universal_fgsm_is_the_mean_targeted_fgsm_step(data):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = data
+    x, target = x[:15], (y[:15] + 1) % 10
+    nu = universal_fgsm(model, x, target, eps=0.2)
+    assert nu.shape == (1, *x.shape[1:]) and float(nu.abs().max()) <= 0.2 + 1e-7
+    attack = torchattacks.FGSM(model, eps=0.2)
+    attack.set_mode_targeted_by_label(quiet=True)
+    ref = (attack(x, target) - x).mean(0, keepdim=True)
+    assert torch.allclose(nu, ref, atol=1e-6)
+    assert torch.equal(universal_fgsm(model, x, target, eps=0.0), torch.zeros_like(nu))
+    with pytest.raises(ValueError):
+        universal_fgsm(model, x, target, eps=-0.1)
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.25)])

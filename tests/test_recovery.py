@@ -356,6 +356,19 @@ def test_defense_is_a_deterministic_batch_transform(tiny) -> None:
         defense(x + 1)
 
 
+def test_defense_with_randomness_draws_a_fresh_surrogate_per_call(tiny) -> None:
+    G, D = tiny
+    x = torch.rand(3, 1, 28, 28, generator=gen(17))
+    settings = dict(outer=2, surrogate_steps=2, latent_steps=3, lam_identity=0.1)
+    randomised = MimicGANDefense(G, D, randomness=gen(5), **settings)
+    first, second = randomised(x), randomised(x)
+    assert not torch.equal(first, second)                     # another surrogate start, another output
+    again = MimicGANDefense(G, D, randomness=gen(5), **settings)
+    assert torch.equal(again(x), first) and torch.equal(again(x), second)   # the draws are reproducible
+    with pytest.raises(TypeError, match="randomness"):
+        MimicGANDefense(G, D, randomness=5)
+
+
 # --------------------------------------------------------------------------- the shipped GAN
 def test_mimicgan_beats_plain_projection_on_negative_with_the_shipped_gan() -> None:
     m = pretrained.load("mnist_dcgan")

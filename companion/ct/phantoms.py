@@ -2,7 +2,8 @@
 
 A phantom is a pair of *density maps* (g/cm³): water-equivalent soft tissue and cortical bone, the
 material decomposition a polychromatic simulation needs. :func:`random_body_phantoms` draws bodies
-made of ellipses; :func:`shepp_logan_body` turns scikit-image's Shepp–Logan phantom into the same
+made of ellipses (:func:`phantom_images` shows them as grey images, the second image domain of the
+MimicGAN chapter); :func:`shepp_logan_body` turns scikit-image's Shepp–Logan phantom into the same
 form. :func:`implant_masks` draws metal implants of prescribed areas (in pixels) as fractional
 coverage maps (4× super-sampled, so edge pixels are partly metal: the partial-volume effect).
 """
@@ -78,6 +79,21 @@ def random_body_phantoms(n: int, size: int = 64, generator: torch.Generator | No
         waters.append(water.clamp(min=0))
         bones.append(bone)
     return torch.cat(waters), torch.cat(bones)
+
+
+def phantom_images(n: int, size: int = 28, generator: torch.Generator | None = None, *,
+                   oversample: int = 2) -> torch.Tensor:
+    """``n`` random body phantoms as grey images ``(n, 1, size, size)`` in [0, 1], for image priors.
+
+    The grey level is the total density over 2 g/cm³ (soft tissue about 0.5, cortical bone up to 0.96,
+    air 0). The bodies are drawn at ``oversample × size`` pixels by :func:`random_body_phantoms` and
+    averaged down, so the small tissue and bone ellipses keep anti-aliased edges at small sizes.
+    """
+    check_int(size, "size", minimum=8)
+    check_int(oversample, "oversample")
+    water, bone = random_body_phantoms(n, size * oversample, generator)
+    density = (water + bone)[:, None]
+    return (F.avg_pool2d(density, oversample) / 2.0).clamp(0.0, 1.0)
 
 
 def shepp_logan_body(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
