@@ -11,7 +11,7 @@ from companion.ct import FanBeam, ParallelBeam, RadonInversionLayer, filter_sino
 from companion.ct.dudonet import CONFIGS, MARNet, UNet, mar_loss, mar_outputs, train_mar
 from companion.ct.evaluate import group_means, masked_psnr, masked_ssim
 from companion.ct.mar import linear_interpolation, metal_trace, nmar, nmar_prior
-from companion.ct.phantoms import implant_masks, random_body_phantoms, shepp_logan_body
+from companion.ct.phantoms import implant_masks, phantom_images, random_body_phantoms, shepp_logan_body
 from companion.ct.physics import mass_attenuation, polychromatic_line_integrals, spectrum, water_correction
 from companion.ct.simulate import Scanner, simulate
 
@@ -242,6 +242,18 @@ def test_phantoms_and_implants() -> None:
     assert w.shape == (1, 32, 32) and float(b.max()) > 1.5
     with pytest.raises(ValueError):
         implant_masks([], 32)
+
+
+def test_phantom_images_are_the_averaged_down_total_density() -> None:
+    x = phantom_images(5, 16, torch.Generator().manual_seed(3))
+    assert x.shape == (5, 1, 16, 16) and float(x.min()) >= 0 and float(x.max()) <= 1
+    water, bone = random_body_phantoms(5, 32, torch.Generator().manual_seed(3))
+    by_hand = (water + bone).reshape(5, 16, 2, 16, 2).mean((2, 4)) / 2
+    assert torch.allclose(x[:, 0], by_hand, atol=1e-6)
+    assert torch.equal(x, phantom_images(5, 16, torch.Generator().manual_seed(3)))
+    assert float(x[:, :, 0, 0].max()) == 0.0                   # air outside the body
+    with pytest.raises(ValueError):
+        phantom_images(5, 4)
 
 
 def test_simulation_and_baselines(scanner: Scanner) -> None:
