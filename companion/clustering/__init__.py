@@ -27,10 +27,10 @@ from .synthetic import REGIMES, cluster_sizes, make_identities, make_regime, sam
 from .features import OpenSetFeatures, curate, embed, open_set_mnist, train_feature_cnn
 
 __all__ = [
-    "DISTANCES", "AdaptivePAHC", "ApproximateRankOrder", "CosineAHC", "DeepDensityClustering", "LinkageClustering", "OpenSetFeatures", "PAHC", "REGIMES", "Sweep",
-    "adaptive_radii", "average_linkage", "bcubed", "check_embeddings", "cluster_sizes", "cosine_distances", "curate", "cut_linkage",
-    "embed", "eps_neighbourhoods", "fit_quietly", "fit_sweep", "gram_blocks", "linkage_sweep", "make_identities",
-    "make_regime", "neighbour_lists", "nmi", "open_set_mnist", "pahc_similarity", "pairwise_prf", "rank_order_distances", "sample_vmf",
-    "select_eps", "select_eta", "set_similarity", "similarity_distance", "svdd_dual", "svdd_linear", "sweep",
-    "train_feature_cnn",
+    "DISTANCES", "AdaptivePAHC", "ApproximateRankOrder", "CosineAHC", "DeepDensityClustering", "LinkageClustering",
+    "OpenSetFeatures", "PAHC", "REGIMES", "Sweep", "adaptive_radii", "average_linkage", "bcubed",
+    "check_embeddings", "cluster_sizes", "cosine_distances", "curate", "cut_linkage", "embed", "eps_neighbourhoods",
+    "fit_quietly", "fit_sweep", "gram_blocks", "linkage_sweep", "make_identities", "make_regime", "neighbour_lists",
+    "nmi", "open_set_mnist", "pahc_similarity", "pairwise_prf", "rank_order_distances", "sample_vmf", "select_eps",
+    "select_eta", "set_similarity", "similarity_distance", "svdd_dual", "svdd_linear", "sweep", "train_feature_cnn",
 ]
