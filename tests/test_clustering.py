@@ -11,10 +11,11 @@ from sklearn.cluster import AgglomerativeClustering
 from scipy.spatial.distance import cdist
 from sklearn.metrics import normalized_mutual_info_score
 
-from companion.clustering import (PAHC, CosineAHC, average_linkage, bcubed, check_embeddings, cluster_sizes, curate,
-                                  cut_linkage, linkage_sweep, make_identities, neighbour_lists, nmi, pahc_similarity,
-                                  pairwise_prf, sample_vmf, similarity_distance, sweep)
-from companion.clustering.pahc import pahc_hyperplanes
+from companion.clustering import (PAHC, AdaptivePAHC, ApproximateRankOrder, CosineAHC, adaptive_radii, average_linkage,
+                                  bcubed, check_embeddings, cluster_sizes, curate, cut_linkage, linkage_sweep,
+                                  make_identities, neighbour_lists, nmi, pahc_similarity, pairwise_prf,
+                                  rank_order_distances, sample_vmf, set_similarity, similarity_distance, sweep)
+from companion.clustering.pahc import adaptive_hyperplanes, adaptive_sets, pahc_hyperplanes
 
 
 def brute_bcubed(t, p):
@@ -433,3 +434,107 @@ def test_ddc_estimator_api_and_validation() -> None:
 
         check_estimator(DeepDensityClustering(eps=0.5), expected_failed_checks={
             "check_estimators_dtypes": "all-zero rows are rejected: no direction on the hypersphere"})
+
+
+# --- Approximate Rank-Order (ARO) and adaptive-set PAHC --------------------------------------------------------
+
+def brute_rank_order(X: np.ndarray, k: int) -> np.ndarray:
+    """The rank-order distance written literally from its definition (Otto, Wang and Jain 2018)."""
+    n = len(X)
+    G = X @ X.T
+    lists = []
+    for a in range(n):
+        others = sorted((j for j in range(n) if j != a), key=lambda j: (-G[a, j], j))
+        lists.append([a] + others[:k - 1])
+
+    def rank(a: int, b: int) -> int:
+        return lists[a].index(b) if b in lists[a] else k
+
+    def d(a: int, b: int) -> int:
+        return sum(lists[a][i] not in lists[b] for i in range(1, min(rank(a, b), k - 1) + 1))
+
+    D = np.full((n, n), float(k))
+    for a in range(n):
+        for b in range(n):
+            if a == b:
+                D[a, b] = 0.0
+            elif b in lists[a] or a in lists[b]:
+                D[a, b] = (d(a, b) + d(b, a)) / min(rank(a, b), rank(b, a))
+    return D
+
+
+def test_rank_order_distance_by_hand() -> None:
+    # four points on the unit circle at angles 0, 0.1, 0.3 and 2.0 rad; lists of k = 3 (the point first):
+    # 0: [0, 1, 2], 1: [1, 0, 2], 2: [2, 1, 0], 3: [3, 2, 1]
+    X = np.stack([np.cos([0, 0.1, 0.3, 2.0]), np.sin([0, 0.1, 0.3, 2.0])], axis=1)
+    D = rank_order_distances(X, n_neighbors=3)
+    assert D[0, 1] == 0 and D[0, 2] == 0            # shared lists: distance 0
+    # (2, 3): O_3(2) = 1, 2 is in its own list -> d(3, 2) = 0; O_2(3) = k -> d(2, 3) counts 1 and 0, and 0 is
+    # not in 3's list -> 1; D = (0 + 1) / min(3, 1) = 1
+    assert D[2, 3] == D[3, 2] == 1.0
+    # (1, 3): d(3, 1) = 0 (2 and 1 are in 1's list), d(1, 3) = 1 (0 is not in 3's list); D = 1 / min(3, 2)
+    assert D[1, 3] == 0.5
+    assert D[0, 3] == 3.0                           # neither in the other's list: not linked, the bound k
+    np.testing.assert_array_equal(D, D.T)
+
+
+@pytest.mark.parametrize("seed, k", [(0, 4), (1, 7), (2, 15)])
+def test_rank_order_distance_matches_its_literal_definition(seed: int, k: int) -> None:
+    X = check_embeddings(np.random.default_rng(seed).normal(size=(15, 4)))
+    np.testing.assert_allclose(rank_order_distances(X, n_neighbors=k), brute_rank_order(X, k))
+
+
+def test_aro_recovers_well_separated_identities_and_validates() -> None:
+    X, y = make_identities(6, sizes="uniform", size=10, dim=16, kappa_center=0.5, kappas=(3000.0,), seed=1)
+    est = ApproximateRankOrder(n_neighbors=10).fit(X)
+    assert linkage_sweep(est.linkage_, y).best_f == 1.0
+    np.testing.assert_array_equal(nmi(y, ApproximateRankOrder(n_neighbors=10, n_clusters=6).fit_predict(X)), 1.0)
+    assert est.distances_.shape == (60, 60)
+    assert clone(est).get_params()["n_neighbors"] == 10
+    with pytest.raises(ValueError, match="exceeds the number of points"):
+        ApproximateRankOrder(n_neighbors=100).fit(X)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        ApproximateRankOrder(n_neighbors=1).fit(X)
+
+
+def test_adaptive_sets_follow_the_radii() -> None:
+    # similarities of point 0 to six points: itself, two within r_pos = 0.2, one between the radii, two beyond 0.5
+    row = np.array([1.0, 0.95, 0.85, 0.6, 0.3, 0.45])
+    pos, neg = adaptive_sets(row, 0, r_pos=0.2, r_neg=0.5, n_neg=1, pos_fraction=0.5)
+    np.testing.assert_array_equal(pos, [0, 1])      # nearest half (rounded up) of {0, 1, 2}, the point first
+    np.testing.assert_array_equal(neg, [5])         # the nearest of the points beyond 0.5
+    pos, neg = adaptive_sets(row, 0, r_pos=0.01, r_neg=0.5, n_neg=5, pos_fraction=0.5)
+    np.testing.assert_array_equal(pos, [0])         # nobody within r_pos: the point alone, as K = 1
+    np.testing.assert_array_equal(neg, [5, 4])
+    with pytest.raises(ValueError, match="beyond r_neg"):
+        adaptive_sets(row, 0, r_pos=0.2, r_neg=0.9, n_neg=5, pos_fraction=0.5)
+
+
+def test_adaptive_radii_are_the_pair_distance_quantiles() -> None:
+    X, y = make_identities(8, sizes="uniform", size=6, dim=8, seed=0)
+    D = 1 - X @ X.T
+    iu = np.triu_indices(len(y), 1)
+    same = (y[:, None] == y[None, :])[iu]
+    r_pos, r_neg = adaptive_radii(X, y, pos_quantile=0.5, neg_quantile=0.01)
+    assert r_pos == pytest.approx(np.median(D[iu][same]))
+    assert r_neg == pytest.approx(max(r_pos, np.quantile(D[iu][~same], 0.01)))
+    with pytest.raises(ValueError, match="same-identity pair"):
+        adaptive_radii(X, np.arange(len(y)))
+    with pytest.raises(ValueError, match="pos_quantile"):
+        adaptive_radii(X, y, pos_quantile=1.5)
+
+
+def test_adaptive_pahc_sizes_its_positive_sets_and_clusters() -> None:
+    X, y = make_identities(6, sizes=[1, 1, 2, 10, 20, 20], dim=16, kappa_center=0.5, kappas=(3000.0,), seed=2)
+    r_pos, r_neg = adaptive_radii(X, y)
+    est = AdaptivePAHC(r_pos=r_pos, r_neg=r_neg, n_neg=20).fit(X)
+    sizes = np.bincount(y)[y]
+    assert (est.n_pos_[sizes == 1] == 1).all()       # singletons: K = 1
+    assert np.median(est.n_pos_[sizes == 20]) > 3    # large identities: larger positive sets
+    assert linkage_sweep(est.linkage_, y).best_f == 1.0
+    h = adaptive_hyperplanes(check_embeddings(X), r_pos, r_neg, n_neg=20)
+    np.testing.assert_allclose(est.similarity_, set_similarity(h["W"], h["M"], h["b"]))
+    with pytest.raises(ValueError, match="r_neg"):
+        AdaptivePAHC(r_pos=0.3, r_neg=0.2).fit(X)
+    with pytest.raises(ValueError, match="distance"):
+        AdaptivePAHC(distance="cos").fit(X)

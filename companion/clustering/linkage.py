@@ -8,7 +8,8 @@ one cut per threshold, not one clustering per threshold.
 
 Shared building blocks: :func:`cosine_distances` (the baseline distance, the one cosine distance of the
 package), :func:`gram_blocks` (the cosine similarities in row chunks, for neighbour lists and
-neighbourhoods), :func:`set_similarity` (the symmetric set score ``(A + A^T) / 2`` of PAHC and DDC),
+neighbourhoods), :func:`neighbour_lists` (each point's nearest points: PAHC's NNList, ARO's lists),
+:func:`set_similarity` (the symmetric set score ``(A + A^T) / 2`` of PAHC and DDC),
 :func:`similarity_distance` (the decreasing map from that score to a distance, :data:`DISTANCES`) and
 :func:`fit_quietly` (an SVM fit that reports, instead of printing, a convergence warning).
 """
@@ -64,6 +65,33 @@ def gram_blocks(X: np.ndarray, chunk: int = 1024) -> Iterator[tuple[int, np.ndar
     check_int(chunk, "chunk")
     for start in range(0, len(X), chunk):
         yield start, X[start:start + chunk] @ X.T
+
+
+def rank_block(G: np.ndarray, start: int, n_ranks: int) -> np.ndarray:
+    """The first ``n_ranks`` NNList entries ``(len(G), n_ranks)`` of the rows of a Gram block from :func:`gram_blocks`.
+
+    The point's own similarity is set to +inf (in place) so that ties cannot move it from rank 1.
+    """
+    rows = np.arange(len(G))
+    G[rows, start + rows] = np.inf
+    if n_ranks >= G.shape[1]:
+        return np.argsort(-G, axis=1, kind="stable")
+    part = np.argpartition(-G, n_ranks - 1, axis=1)[:, :n_ranks]
+    order = np.argsort(-np.take_along_axis(G, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def neighbour_lists(X: np.ndarray, n_ranks: int, *, chunk: int = 1024) -> np.ndarray:
+    """The first ``n_ranks`` entries of every point's NNList ``(N, n_ranks)``, by decreasing cosine similarity.
+
+    Column 0 is the point itself (its similarity is set to +inf before ranking, so ties cannot move it).
+    Computed in row chunks with ``argpartition``: O(N^2 d) time, O(chunk N) extra memory.
+    """
+    n = len(X)
+    check_int(n_ranks, "n_ranks")
+    if n_ranks > n:
+        raise ValueError(f"n_ranks = {n_ranks} exceeds the number of points {n}")
+    return np.concatenate([rank_block(G, start, n_ranks) for start, G in gram_blocks(X, chunk)])
 
 
 def set_similarity(W: np.ndarray, M: np.ndarray, b: np.ndarray) -> np.ndarray:
