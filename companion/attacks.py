@@ -712,8 +712,10 @@ class EOT(nn.Module):
     ``forward(x)`` calls ``model`` ``samples`` times (each call draws its own randomness) and
     returns ``log( (1/S) Σ_s softmax(model(x)) )``, shape ``(B, K)``: log-probabilities of the
     expected prediction. Fed to an attack as logits (softmax is invariant to the shift), the
-    cross-entropy on it is ``−log E[p_y]``, whose gradient is the EOT gradient; its argmax is the
-    majority-probability class.
+    cross-entropy on it is ``−log E[p_y]``, the loss of the averaged prediction; its argmax is the
+    majority-probability class. Athalye et al. and ``torchattacks.EOTPGD`` average the loss instead,
+    ``E[−log p_y]`` (by Jensen, an upper bound of ours); the two gradients point the same way when the
+    draws agree, and ours weights the draws by their probability of ``y``.
     """
 
     def __init__(self, model: Model, samples: int = 10) -> None:

@@ -8,7 +8,7 @@ from skimage.restoration import denoise_wavelet
 
 from companion.data import load_mnist, sample_images
 from companion.defenses import (PixelDeflection, Preprocessed, class_activation_maps, deflect, gaussian_noise, majority_vote,
-                                quantize, robust_activation_map, wavelet_denoise)
+                                pixel_dropout, quantize, robust_activation_map, wavelet_denoise)
 from companion.nets import CAMNet, ImageNetCAM, SmallCNN
 
 
@@ -134,6 +134,20 @@ def test_simple_transforms() -> None:
         quantize(x, levels=1)
     with pytest.raises(TypeError):
         Preprocessed("not callable", SmallCNN())
+
+
+def test_pixel_dropout_zeroes_a_fresh_random_fraction_of_pixels() -> None:
+    x = torch.rand(4, 3, 32, 32) * 0.9 + 0.05    # no pixel is 0 before the dropout
+    out = pixel_dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
+    dropped = out == 0
+    assert torch.equal(dropped.all(1), dropped.any(1))            # all channels of a pixel together
+    assert abs(float(dropped[:, 0].float().mean()) - 0.5) < 0.03  # 4,096 pixels: 3 standard errors < 0.03
+    assert torch.equal(out[~dropped], x[~dropped])                 # the kept pixels are unchanged
+    again = pixel_dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and not torch.equal(out, pixel_dropout(x, 0.5))
+    assert torch.equal(pixel_dropout(x, 0.0), x)
+    with pytest.raises(ValueError, match="rate"):
+        pixel_dropout(x, 1.0)
 
 
 def test_imagenet_wrapper_shapes_offline() -> None:

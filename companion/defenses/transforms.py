@@ -1,7 +1,8 @@
 """Simple input transforms and the wrapper that puts one in front of a classifier.
 
 These are the toy defenses of the foundations chapter: bit-depth reduction (a non-differentiable
-transform whose gradient is zero almost everywhere) and additive noise (a randomised transform).
+transform whose gradient is zero almost everywhere), additive noise and pixel dropout (randomised
+transforms).
 """
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def gaussian_noise(x: torch.Tensor, sigma: float = 0.3, generator: torch.Generat
     check_positive(sigma, "sigma")
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + sigma * noise).clamp(0, 1)
+
+
+def pixel_dropout(x: torch.Tensor, rate: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Set each pixel of ``x`` to 0 with probability ``rate``, a fresh draw at every call (all channels of a
+    pixel together): a randomised transform whose single-draw gradient is a poor guide to the next draw."""
+    check_images(x)
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"rate must lie in [0, 1), got {rate!r}")
+    shape = (x.shape[0], 1, *x.shape[2:])
+    keep = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype) >= rate
+    return x * keep
 
 
 class Preprocessed(nn.Module):
