@@ -25,6 +25,8 @@ one image at a time.
 * :func:`on_manifold_attack` -- an attack on the latent code of a generator, whose result lies on the
   generator's range (against projection defenses such as Defense-GAN; signature
   ``(G, model, x, y, z0, **params)``);
+* :func:`overpowered_attack` -- Jalal et al.'s (2019) Overpowered Attack: on the generator's range, within an
+  ℓ2 budget, robust to noise around it (same signature);
 * :data:`ATTACKS` and :func:`run_attack` -- attacks by name, in mini-batches.
 """
 from __future__ import annotations
@@ -47,7 +49,7 @@ Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
 __all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "jsma", "lbfgs",
-           "on_manifold_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack",
+           "on_manifold_attack", "overpowered_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack",
            "universal_fgsm"]
 
 
@@ -732,32 +734,122 @@ class EOT(nn.Module):
 
 # --------------------------------------------------------------------------- on a generator's range
 def on_manifold_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0: Tensor, *, c: float = 1.0,
-                       steps: int = 100, lr: float = 0.05) -> Tensor:
+                       steps: int = 100, lr: float = 0.05, kappa: float = 0.0, keep_best: bool = False) -> Tensor:
     """The simple on-manifold attack of eq. 5.13 (Lin et al. 2019, Invert and Defend): ``x_adv = G(z*)``,
-    ``z* = argmin_z ‖x − G(z)‖²₂ + c · max(Z_y − max_{i≠y} Z_i, 0)`` on the logits ``Z`` of ``model(G(z))``
+    ``z* = argmin_z ‖x − G(z)‖²₂ + c · max(Z_y − max_{i≠y} Z_i, −kappa)`` on the logits ``Z`` of ``model(G(z))``
     (the C&W margin of :func:`cw_l2`).
 
     Adam from ``z0`` ``(B, d)`` (e.g. the encoder's ``I(x)``). The result lies exactly on the generator's
     range, so a perfect projection would return it unchanged. ``G`` must be in eval mode; ``model`` is
-    used in the mode it is in.
+    used in the mode it is in. By default the last iterate is returned; with ``kappa = 0`` it sits on the
+    decision boundary (the margin term stops pulling as soon as the image is misclassified). ``kappa > 0``
+    asks for a margin of ``kappa`` beyond the boundary; ``keep_best`` returns, per image, the iterate (the
+    start and the end included) of smallest ``‖x − G(z)‖`` among those misclassified with a margin of at
+    least ``kappa`` (as :func:`cw_l2` keeps its iterates), and for an image never so misclassified the
+    iterate of lowest margin.
     """
     d = check_generator(G)
     check_images(x, "x")
     y = check_labels(y, x.shape[0], "y").to(x.device)
     check_positive(c, "c")
+    kappa = check_positive(kappa, "kappa", allow_zero=True)
     steps = check_int(steps, "steps")
     if not isinstance(z0, Tensor) or tuple(z0.shape) != (x.shape[0], d):
         raise ValueError(f"z0 must have shape (B, {d})")
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=check_positive(lr, "lr"))
+    best = _BestIterate(x.shape[0], x.device) if keep_best else None
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps + (1 if keep_best else 0)):   # with keep_best the last iterate is scored too
             img = G(z)
-            loss = ((img - x).pow(2).flatten(1).sum(1) + c * _margin(model(img), y).clamp(min=0)).sum()
+            dist = (img - x).pow(2).flatten(1).sum(1)
+            margin = _margin(model(img), y)
+            if best is not None:
+                best.update(img.detach().clamp(0, 1), margin < -kappa, -dist.detach(), -margin.detach())
+                if step == steps:
+                    break
+            hinge = margin.clamp(min=0) if kappa == 0 else margin.clamp(min=-kappa)
+            loss = (dist + c * hinge).sum()
             (z.grad,) = torch.autograd.grad(loss, z)
             opt.step()
+    if best is not None:
+        return best.images
     with torch.no_grad():
         return G(z).clamp(0, 1)
+
+
+class _BestIterate:
+    """Per image, the best iterate of a latent-space attack: a successful iterate beats an unsuccessful one;
+    among successful ones the higher ``value_ok`` wins, among unsuccessful ones the higher ``value_fail``."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.images: Tensor | None = None
+        self.ok = torch.zeros(n, dtype=torch.bool, device=device)
+        self.value = torch.full((n,), -math.inf, device=device)
+
+    def update(self, images: Tensor, ok: Tensor, value_ok: Tensor, value_fail: Tensor) -> None:
+        value = torch.where(ok, value_ok, value_fail)
+        better = (ok & ~self.ok) | ((ok == self.ok) & (value > self.value))
+        self.images = images if self.images is None else torch.where(better.view(-1, 1, 1, 1), images, self.images)
+        self.ok, self.value = self.ok | ok, torch.where(better, value, self.value)
+
+
+def overpowered_attack(G: nn.Module, model: nn.Module, x: Tensor, y: Tensor, z0: Tensor, *,
+                       eps: float | Tensor = 0.0051, sigma: float = 1.0, samples: int = 8, steps: int = 200,
+                       lr: float = 0.05, kappa: float = 2.0, lambda_lr: float = 1.0,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """The Overpowered Attack of Jalal et al. (2019), eq. 5.4 of Lin et al.: an image ``G(z*)`` on the generator's
+    range, within a mean squared distance ``eps`` of ``x``, whose whole neighbourhood fools ``model``.
+
+    Solves ``max_z min_{λ≥0} E_τ[ℓ(G(z) + σ τ/‖τ‖₂)] + λ (eps − ‖G(z) − x‖²₂ / n)`` (``n`` pixels) with the C&W
+    loss ``ℓ = min(max_{i≠y} Z_i − Z_y, kappa)`` of :func:`cw_l2`'s margin on the logits ``Z``: Adam steps on
+    ``z`` from ``z0`` ``(B, d)`` on the Lagrangian (the expectation over ``samples`` noise directions of norm
+    ``sigma``, drawn from ``generator``), and dual ascent on each image's ``λ``:
+    ``λ ← max(0, λ + lambda_lr · (‖G(z) − x‖²₂ / n − eps) / eps)``, from ``λ = 0``. ``eps`` is a number or a
+    per-image tensor ``(B,)``. Returns ``G(z)`` of the best iterate per image: within the budget beats outside
+    it; within it, the lowest noise-free margin ``Z_y − max_{i≠y} Z_i`` wins; outside it, the smallest
+    distance. ``G`` must be in eval mode; ``model`` is used in the mode it is in.
+    """
+    d = check_generator(G)
+    check_images(x, "x")
+    y = check_labels(y, x.shape[0], "y").to(x.device)
+    if isinstance(eps, Tensor):
+        if eps.shape != (x.shape[0],) or not bool((eps > 0).all()):
+            raise ValueError(f"eps must be a positive number or a tensor of {x.shape[0]} positive budgets")
+        budget = eps.detach().to(x.device, x.dtype)
+    else:
+        budget = torch.full((x.shape[0],), check_positive(eps, "eps"), device=x.device, dtype=x.dtype)
+    sigma = check_positive(sigma, "sigma", allow_zero=True)
+    samples, steps = check_int(samples, "samples"), check_int(steps, "steps", minimum=0)
+    kappa, lambda_lr = check_positive(kappa, "kappa", allow_zero=True), check_positive(lambda_lr, "lambda_lr")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if not isinstance(z0, Tensor) or tuple(z0.shape) != (x.shape[0], d):
+        raise ValueError(f"z0 must have shape (B, {d})")
+    b, n = x.shape[0], x[0].numel()
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=check_positive(lr, "lr"))
+    lam = torch.zeros(b, device=x.device, dtype=x.dtype)
+    best = _BestIterate(b, x.device)
+    with torch.enable_grad():
+        for step in range(steps + 1):                     # the last pass only scores the final iterate
+            img = G(z)
+            mse = (img - x).pow(2).flatten(1).sum(1) / n
+            with torch.no_grad():
+                shown, dist = img.detach().clamp(0, 1), mse.detach()
+                best.update(shown, dist <= budget, -_margin(model(shown), y), -dist)
+            if step == steps:
+                break
+            tau = torch.randn((samples, *img.shape), generator=generator,
+                              device=generator.device if generator is not None else x.device).to(x.device, x.dtype)
+            tau = sigma * tau / per_sample_norms(tau.flatten(0, 1)).view(samples, b, *([1] * (img.ndim - 1)))
+            noisy = (img.unsqueeze(0) + tau).flatten(0, 1)
+            loss_cw = (-_margin(model(noisy), y.repeat(samples))).clamp(max=kappa).view(samples, b).mean(0)
+            lagrangian = loss_cw + lam * (budget - mse) / budget
+            (z.grad,) = torch.autograd.grad(-lagrangian.sum(), z)
+            opt.step()
+            lam = (lam + lambda_lr * (mse.detach() - budget) / budget).clamp(min=0)
+    return best.images.detach()
 
 
 # --------------------------------------------------------------------------- by name, in batches

@@ -18,6 +18,10 @@ Entries:
 * ``phantom_dcgan`` -- the same DCGAN trained on 4,000 random body phantoms of :mod:`companion.ct.phantoms`
   shown as 28 × 28 grey images (:func:`companion.ct.phantoms.phantom_images`): the MimicGAN chapter's second
   image domain, generated offline in any amount.
+* ``mnist_inverter_noadv`` -- the ablation of the source's Table 5.7: an inverter for the shipped ``mnist_dcgan``
+  generator trained as that entry's inverter but without the adversarial loss and the hinge
+  (``hinge_eta=0, lambda_adv=0, lambda_semantic=1, lambda_latent=0``); built after ``mnist_dcgan``, from its
+  shipped generator.
 * ``dudonet_small`` -- the six metal-artifact-reduction networks of the DuDoNet chapter (width 8,
   64 × 64 images), see :mod:`companion.ct.weights`.
 * ``dudonet_ablation`` -- configurations A and D of the same chapter's ablation, trained with the same
@@ -71,6 +75,19 @@ MNIST_DCGAN_SOURCES = (
     "companion.defenses.defense_gan.train_inverter",
     "companion.train.train_loop", "companion.train._batches", "companion.train.frozen", "companion.train.module_device",
 )
+
+
+MNIST_INVERTER_NOADV = {
+    "generator": "mnist_dcgan",
+    "generator_config": MNIST_DCGAN,
+    "inverter": {"iterations": 4000, "batch_size": 64, "lr": 2e-4, "betas": [0.5, 0.999], "hinge_eta": 0.0,
+                 "lambda_adv": 0.0, "lambda_semantic": 1.0, "lambda_latent": 0.0, "seed": 1},
+    "torch_seed": 0,
+}
+
+# The ablated inverter depends on everything that produced the shipped generator, and on its own recipe.
+MNIST_INVERTER_NOADV_SOURCES = MNIST_DCGAN_SOURCES + (
+    "companion.pretrained.mnist_inverter_noadv_modules", "companion.pretrained.build_mnist_inverter_noadv")
 
 
 def config_hash(config: dict) -> str:
@@ -161,11 +178,40 @@ def build_phantom_dcgan(config: dict = PHANTOM_DCGAN, progress: bool = True) -> 
     return m
 
 
+def mnist_inverter_noadv_modules(config: dict = MNIST_INVERTER_NOADV) -> dict[str, nn.Module]:
+    """A fresh (untrained) inverter of the ``mnist_inverter_noadv`` entry (the generator's mirror)."""
+    from .gan import Encoder
+
+    gen = config["generator_config"]
+    return {"inverter": Encoder(gen["latent_dim"], gen["width"])}
+
+
+def build_mnist_inverter_noadv(config: dict = MNIST_INVERTER_NOADV, progress: bool = True) -> dict[str, nn.Module]:
+    """Train the ablated inverter (no ``L_adv``, no hinge) for the shipped ``mnist_dcgan`` generator.
+
+    The generator is loaded with :func:`load` (so it must match its own recipe); with ``lambda_adv = 0`` the
+    inverter's discriminator is never used or updated, so a fresh one is passed and dropped.
+    """
+    from .defenses.defense_gan import train_inverter
+    from .gan import Discriminator
+
+    if config["generator_config"] != REGISTRY[config["generator"]][0]:
+        raise ValueError(f"the configuration of {config['generator']!r} differs from the one recorded here")
+    G = load(config["generator"])["generator"]
+    torch.manual_seed(config["torch_seed"])
+    m = mnist_inverter_noadv_modules(config)
+    inv = dict(config["inverter"], betas=tuple(config["inverter"]["betas"]))
+    train_inverter(G, m["inverter"], Discriminator(config["generator_config"]["width"]), progress=progress, **inv)
+    return m
+
+
 # name: (configuration, fresh modules, training from scratch, sources whose code is hashed with the configuration)
 REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]],
                           tuple[str, ...]]] = {
     "mnist_dcgan": (MNIST_DCGAN, mnist_dcgan_modules, build_mnist_dcgan, MNIST_DCGAN_SOURCES),
     "phantom_dcgan": (PHANTOM_DCGAN, phantom_dcgan_modules, build_phantom_dcgan, PHANTOM_DCGAN_SOURCES),
+    "mnist_inverter_noadv": (MNIST_INVERTER_NOADV, mnist_inverter_noadv_modules, build_mnist_inverter_noadv,
+                             MNIST_INVERTER_NOADV_SOURCES),
     "dudonet_small": (DUDONET_SMALL, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "dudonet_ablation": (DUDONET_ABLATION, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),

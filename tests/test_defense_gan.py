@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from companion import pretrained
-from companion.attacks import bpda, on_manifold_attack
+from companion.attacks import _margin, bpda, on_manifold_attack, overpowered_attack
 from companion.defenses import (GANProjection, Preprocessed, detection_auc, detection_scores, encoder_start, inverter_losses,
                                 latent_recovery_error, project, train_inverter)
 from companion.defenses.defense_gan import per_image_normal
@@ -168,3 +168,86 @@ def test_gan_projection_does_not_depend_on_the_batch(tiny) -> None:
         whole = defense(x)
         for i in (0, 4):
             torch.testing.assert_close(defense(x[i: i + 1]), whole[i: i + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_on_manifold_attack_keep_best_and_margin(mnist_model, shipped) -> None:
+    """The last iterate of the plain attack sits at the boundary; the best iterate with a margin kappa is
+    misclassified by at least kappa wherever any iterate was, and it is never less successful."""
+    model, x_test, y_test = mnist_model
+    x, y = x_test[:16], y_test[:16]
+    G, inverter = shipped["generator"], shipped["inverter"]
+    z0 = inverter(x).detach()
+    last = on_manifold_attack(G, model, x, y, z0, c=10.0, steps=40, lr=0.2)
+    best = on_manifold_attack(G, model, x, y, z0, c=10.0, steps=40, lr=0.2, kappa=2.0, keep_best=True)
+    with torch.no_grad():
+        m_last, m_best = _margin(model(last), y), _margin(model(best), y)
+    assert int((m_best < 0).sum()) >= int((m_last < 0).sum())
+    assert int((m_best < -2.0 + 1e-4).sum()) >= int((m_best < 0).sum()) - 1   # fooled ones carry the margin
+    assert float(best.min()) >= 0 and float(best.max()) <= 1
+    with pytest.raises(ValueError):
+        on_manifold_attack(G, model, x, y, z0, kappa=-1.0)
+
+
+def test_on_manifold_attack_keep_best_never_worse_than_the_start(tiny) -> None:
+    """With keep_best the start is an iterate too: an image already misclassified at z0 stays misclassified."""
+    G, E, _ = tiny
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x = torch.rand(8, 1, 28, 28)
+    z0 = torch.randn(8, 6)
+    with torch.no_grad():
+        y = model(G(z0)).argmax(1)                       # every start is classified as y ...
+        y = (y + 1) % 10                                 # ... so with these labels every start is fooled
+    out = on_manifold_attack(G, model, x, y, z0, c=1.0, steps=5, lr=0.5, keep_best=True)
+    with torch.no_grad():
+        assert bool((model(out).argmax(1) != y).all())
+
+
+def test_overpowered_attack_stays_on_the_range_within_the_budget(mnist_model, shipped) -> None:
+    """Each result is G(z) for some z, within its per-image budget, and it fools the classifier more often
+    than the start; a larger budget never fools it less often (same noise draws)."""
+    model, x_test, y_test = mnist_model
+    x, y = x_test[:24], y_test[:24]
+    G, inverter = shipped["generator"], shipped["inverter"]
+    start = GANProjection(G, restarts=1, steps=20, inverter=inverter, lr=0.2).project(x)
+    d0 = start.residual / x[0].numel()
+    fooled = []
+    for extra in (0.002, 0.02):
+        budget = d0 + extra
+        out = overpowered_attack(G, model, x, y, start.z, eps=budget, steps=40, samples=4,
+                                 generator=torch.Generator().manual_seed(0))
+        assert out.shape == x.shape
+        assert bool(((out - x).pow(2).flatten(1).mean(1) <= budget + 1e-6).all())
+        fooled.append(int((predict_labels(model, out) != y).sum()))
+    assert fooled[0] >= int((predict_labels(model, start.x_proj) != y).sum())
+    assert fooled[1] >= fooled[0] and fooled[1] >= 12
+
+
+def test_overpowered_attack_rejects_bad_input(tiny) -> None:
+    G, _, _ = tiny
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x, y, z0 = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2]), torch.randn(3, 6)
+    for kwargs in ({"eps": 0.0}, {"eps": torch.tensor([0.1, 0.1])}, {"eps": torch.tensor([0.1, -1.0, 0.1])},
+                   {"samples": 0}, {"sigma": -1.0}, {"lambda_lr": 0.0}):
+        with pytest.raises(ValueError):
+            overpowered_attack(G, model, x, y, z0, steps=1, **kwargs)
+    with pytest.raises(ValueError):
+        overpowered_attack(G, model, x, y, torch.randn(3, 5), steps=1)
+    with pytest.raises(TypeError):
+        overpowered_attack(G, model, x, y, z0, steps=1, generator=1)
+
+
+def test_overpowered_attack_results_lie_on_the_generator_range(tiny) -> None:
+    """The returned images are exactly G(z) of some iterate: reprojecting from the same codes is exact
+    for a tiny generator when the attack takes no step (steps=0 returns G(z0))."""
+    G, _, _ = tiny
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    z0 = torch.randn(4, 6)
+    x = G(z0).detach()
+    out = overpowered_attack(G, model, x, torch.tensor([0, 1, 2, 3]), z0, steps=0, eps=0.01)
+    torch.testing.assert_close(out, x)
+
+
+def predict_labels(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
