@@ -7,8 +7,10 @@ import torch
 from skimage.restoration import denoise_wavelet
 
 from companion.data import load_mnist, sample_images
-from companion.defenses import (PixelDeflection, Preprocessed, class_activation_maps, deflect, gaussian_noise, majority_vote,
-                                pixel_dropout, quantize, robust_activation_map, wavelet_denoise)
+from companion.attacks import bpda
+from companion.defenses import (PixelDeflection, Preprocessed, class_activation_maps, deflect, gaussian_noise, haar_denoise,
+                                majority_vote, median_filter, pixel_dropout, quantize, random_resize_pad,
+                                robust_activation_map, tv_denoise, wavelet_denoise)
 from companion.nets import CAMNet, ImageNetCAM, SmallCNN
 
 
@@ -158,3 +160,102 @@ def test_imagenet_wrapper_shapes_offline() -> None:
     assert robust_activation_map(model, x, top_k=5).shape == (2, 64, 64)
     with pytest.raises(ValueError, match="unknown arch"):
         ImageNetCAM("vgg19", pretrained=False)
+
+
+# --------------------------------------------------------------------------- Table 4.6 baselines, differentiable denoiser
+def _median_reference(img: np.ndarray, size: int) -> np.ndarray:
+    """Median over the ``size × size`` window scipy uses (offsets -size//2 .. (size-1)//2), borders mirrored
+    as numpy's 'symmetric' pad (= scipy's 'reflect'), upper middle value for an even window."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    before, after = size // 2, (size - 1) // 2
+    padded = np.pad(img, ((before, after), (before, after)), mode="symmetric")
+    windows = np.sort(sliding_window_view(padded, (size, size)).reshape(*img.shape, -1), axis=-1)
+    return windows[..., size * size // 2]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_median_filter_matches_a_sliding_window_median(digits, size) -> None:
+    x = (digits[:4] + 0.2 * torch.rand(digits[:4].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    out = median_filter(x, size)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for i in range(4):
+        assert np.allclose(out[i, 0].numpy(), _median_reference(x[i, 0].numpy(), size))
+    impulse = torch.zeros(1, 1, 7, 7)
+    impulse[0, 0, 3, 3] = 1.0
+    assert float(median_filter(impulse, size).abs().max()) == 0.0   # an isolated impulse disappears
+    with pytest.raises(ValueError):
+        median_filter(x, 0)
+
+
+def test_tv_denoise_matches_scikit_image_and_smooths(digits) -> None:
+    from skimage.restoration import denoise_tv_chambolle
+
+    gen = torch.Generator().manual_seed(1)
+    clean = digits[:6]
+    noisy = (clean + 0.2 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
+    out = tv_denoise(noisy, weight=0.1)
+    ref = np.clip(denoise_tv_chambolle(noisy[2, 0].double().numpy(), weight=0.1), 0, 1)
+    assert np.allclose(out[2, 0].double().numpy(), ref, atol=1e-6)
+
+    def tv(z: torch.Tensor) -> float:
+        return float(z.diff(dim=-1).abs().sum() + z.diff(dim=-2).abs().sum())
+
+    assert tv(out) < 0.5 * tv(noisy) and tv(tv_denoise(noisy, weight=0.3)) < tv(out)
+    assert float((out - clean).pow(2).mean()) < float((noisy - clean).pow(2).mean())
+    rgb = torch.rand(2, 3, 16, 16, generator=gen)
+    assert tv_denoise(rgb).shape == rgb.shape
+    with pytest.raises(ValueError):
+        tv_denoise(noisy, weight=0.0)
+
+
+def test_random_resize_pad_places_a_resized_copy_at_random(digits) -> None:
+    ones = torch.ones(64, 1, 28, 28)
+    out = random_resize_pad(ones, 32, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (64, 1, 32, 32)
+    sides, corners = set(), set()
+    for img in out[:, 0]:
+        rows, cols = img.nonzero(as_tuple=True)
+        side = int(rows.max() - rows.min() + 1)
+        assert side == int(cols.max() - cols.min() + 1) and 28 <= side <= 31
+        assert float(img.sum()) == side * side          # a full square of ones, zeros around it
+        sides.add(side)
+        corners.add((int(rows.min()), int(cols.min())))
+    assert len(sides) > 1 and len(corners) > 1
+    again = random_resize_pad(ones, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    y = random_resize_pad(digits[:5], 30, mode="bilinear", generator=torch.Generator().manual_seed(2))
+    assert y.shape == (5, 1, 30, 30) and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert torch.allclose(y.sum(dim=(1, 2, 3)), digits[:5].sum(dim=(1, 2, 3)), rtol=0.3)
+    with pytest.raises(ValueError):
+        random_resize_pad(digits[:2], 28)
+    with pytest.raises(ValueError):
+        random_resize_pad(torch.rand(1, 1, 28, 20), 32)
+
+
+@pytest.mark.parametrize("sigma", [0.04, 0.08, 0.12])
+def test_haar_denoise_matches_wavelet_denoise(digits, sigma) -> None:
+    noisy = (digits[:8] + 0.1 * torch.randn(digits[:8].shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    assert torch.allclose(haar_denoise(noisy, sigma), wavelet_denoise(noisy, sigma), atol=1e-5)
+    assert torch.allclose(haar_denoise(noisy.double(), sigma, levels=2),
+                          wavelet_denoise(noisy.double(), sigma, levels=2), atol=1e-12)
+    photo = sample_images(("chelsea",))["chelsea"][None][:, :, :64, :64].double()
+    assert torch.allclose(haar_denoise(photo, sigma), wavelet_denoise(photo, sigma), atol=1e-12)
+
+
+def test_haar_denoise_is_differentiable_and_serves_bpda(digits) -> None:
+    x = digits[:4].clone().requires_grad_(True)
+    haar_denoise(x, 0.08).pow(2).sum().backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+    defense = PixelDeflection(use_map=False, deflections=5, window=1, sigma=0.08)
+    g_id, g_haar = [], []
+    for approx, store in ((None, g_id), (lambda z: haar_denoise(z, 0.08), g_haar)):
+        z = digits[:4].clone().requires_grad_(True)
+        torch.manual_seed(0)
+        out = bpda(defense, approx)(z)
+        out.pow(2).sum().backward()
+        store.append((out.detach(), z.grad))
+    assert torch.allclose(g_id[0][0], g_haar[0][0], atol=1e-6)   # same forward pass
+    assert not torch.allclose(g_id[0][1], g_haar[0][1])          # a different backward pass
+    with pytest.raises(ValueError):
+        haar_denoise(torch.rand(1, 1, 27, 27))

@@ -2,16 +2,19 @@
 
 These are the toy defenses of the foundations chapter: bit-depth reduction (a non-differentiable
 transform whose gradient is zero almost everywhere), additive noise and pixel dropout (randomised
-transforms).
+transforms); and the baselines that Prakash et al. (2018) compare pixel deflection with: median smoothing
+(with bit-depth reduction, Xu et al.'s feature squeezing), total-variation denoising and random resizing and
+padding.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_images, check_int, check_positive
+from .._validate import check_choice, check_images, check_int, check_positive
 
 
 def quantize(x: torch.Tensor, levels: int = 4) -> torch.Tensor:
@@ -78,3 +81,69 @@ def majority_vote(model: nn.Module, transform: Callable[[torch.Tensor], torch.Te
                 prob = p if prob is None else prob + p
             scores.append(votes + prob / (runs + 1))  # summed softmax < runs + 1: it only breaks ties
         return torch.cat(scores).argmax(1)
+
+
+# --------------------------------------------------------------------------- baselines of Prakash et al.'s Table 4.6
+def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
+    """Median smoothing, one of Xu et al.'s (2018) feature squeezers: each pixel of each channel becomes
+    the median of the ``size × size`` window around it (scipy's ``median_filter``, borders reflected).
+
+    Xu et al. use 2 × 2 on MNIST and 2 × 2 or 3 × 3 on colour images. An even window is placed as scipy
+    places it (its centre pixel is the lower-right of the middle four), and scipy's median of an even
+    number of values is the upper of the two middle values.
+    """
+    from scipy import ndimage
+
+    check_images(x)
+    check_int(size, "size")
+    arr = x.detach().cpu().numpy()
+    out = ndimage.median_filter(arr, size=(1, 1, size, size), mode="reflect")
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+
+def tv_denoise(x: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
+    """Total-variation denoising (Rudin, Osher and Fatemi 1992) with Chambolle's (2004) algorithm,
+    scikit-image's ``denoise_tv_chambolle`` image by image (colour images jointly over channels).
+
+    ``weight`` trades smoothness for fidelity (larger: smoother). A stand-in for the total-variation
+    minimisation of Guo et al. (2018), which reconstructs from a random subset of pixels.
+    """
+    from skimage.restoration import denoise_tv_chambolle
+
+    check_images(x)
+    check_positive(weight, "weight")
+    arr = x.detach().cpu().double().numpy()
+    if arr.shape[1] == 1:
+        out = np.stack([denoise_tv_chambolle(img[0], weight=weight) for img in arr])[:, None]
+    else:
+        out = np.stack([denoise_tv_chambolle(img, weight=weight, channel_axis=0) for img in arr])
+    return torch.from_numpy(np.clip(out, 0, 1)).to(device=x.device, dtype=x.dtype)
+
+
+def random_resize_pad(x: torch.Tensor, size: int, *, mode: str = "nearest",
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random resizing and padding (Xie et al. 2018): a randomised transform ``(B, C, H, W) -> (B, C, size, size)``.
+
+    Each image is resized to a random ``s × s`` with ``s`` uniform in ``{H, ..., size − 1}`` (``mode`` as in
+    ``torch.nn.functional.interpolate``; Xie et al. use nearest neighbours) and placed at a uniform random
+    offset on a ``size × size`` canvas of zeros. Xie et al. map 299-pixel images to 331; a classifier
+    with global average pooling accepts the larger image as it is. Square images only.
+    """
+    check_images(x)
+    b, c, h, w = x.shape
+    if h != w:
+        raise ValueError(f"random_resize_pad needs square images, got {h} × {w}")
+    size = check_int(size, "size", minimum=h + 1)
+    check_choice(mode, "mode", ("nearest", "bilinear", "bicubic", "area"))
+    scales = torch.randint(h, size, (b,), generator=generator)
+    out = x.new_zeros(b, c, size, size)
+    for s in scales.unique().tolist():
+        idx = (scales == s).nonzero().squeeze(1)
+        kw = {} if mode in ("nearest", "area") else {"align_corners": False}
+        resized = torch.nn.functional.interpolate(x[idx.to(x.device)], size=(s, s), mode=mode, **kw).clamp(0, 1)
+        top = torch.randint(0, size - s + 1, (len(idx),), generator=generator)
+        left = torch.randint(0, size - s + 1, (len(idx),), generator=generator)
+        for j, i in enumerate(idx.tolist()):
+            t, l_ = int(top[j]), int(left[j])
+            out[i, :, t: t + s, l_: l_ + s] = resized[j]
+    return out
