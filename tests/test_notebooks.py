@@ -199,7 +199,7 @@ def test_figure_captions_follow_their_cells_and_number_the_references(generated:
         if caption:
             assert cells[i + 1]["cell_type"] == "markdown" and re.match(r"\*\*Fig\. \d+\.\*\* ", _text(cells[i + 1]["source"]))
     md = "\n".join(_text(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    assert "Fig. 7 shows one digit" in md
+    assert "Fig. 8 shows one digit" in md   # fig-attacks-explore, the eighth figure
 
 
 def test_the_module_is_harness_and_listed() -> None:
