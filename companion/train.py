@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_int, check_positive
 
-__all__ = ["History", "Step", "classifier_step", "fit", "frozen", "module_device", "random_shift", "train_loop"]
+__all__ = ["History", "Step", "adversarial_step", "classifier_step", "fit", "frozen", "module_device", "random_shift",
+           "train_loop"]
 
 Step = Callable[[torch.Tensor | None], Mapping[str, float]]
 
@@ -259,6 +260,37 @@ def fit(
     step = classifier_step(model, opt, x, y, loss_fn=loss_fn, augment=augment, generator=gen, scheduler=sched)
     return train_loop(step, [model], generator=gen, n=len(x), batch_size=batch_size, epochs=epochs,
                       on_epoch_end=val_accuracy, desc=desc, progress=progress)
+
+
+def adversarial_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                     attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], *,
+                     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                     generator: torch.Generator | None = None,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> Step:
+    """Adversarial training (Madry et al. 2018): one step on ``attack(model, x_b, y_b)`` instead of ``x_b``.
+
+    The inner maximisation is ``attack`` (e.g. ``lambda m, x, y: pgd(m, x, y, 0.3, steps=7)``), run on the
+    model as it is now (the book's attacks put it in eval mode while they run); the outer minimisation
+    is one cross-entropy update on the adversarial batch. Logs ``loss`` and ``train_accuracy``
+    (on the adversarial batch: the robust training accuracy).
+    """
+    dev = module_device(model)
+
+    def step(idx: torch.Tensor | None) -> dict[str, float]:
+        xb, yb = x[idx].to(dev), y[idx].to(dev)
+        if augment is not None:
+            xb = augment(xb, generator)
+        xb = attack(model, xb, yb).detach()
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        return {"loss": float(loss.detach()), "train_accuracy": int((out.argmax(1) == yb).sum()) / len(yb)}
+
+    return step
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0) -> torch.Tensor:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from companion.train import History, frozen, train_loop
@@ -135,3 +136,31 @@ def training_loops(package: Path) -> list[str]:
 def test_one_training_loop_in_the_package() -> None:
     """:func:`companion.train.train_loop` is the only loop over training steps and ``History`` the only log."""
     assert training_loops(PACKAGE) == []
+
+
+def test_adversarial_step_updates_on_the_attacked_batch() -> None:
+    """One step of Madry et al.'s training equals a plain SGD step on ``attack(model, x_b, y_b)``."""
+    from companion.train import adversarial_step
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
+    a = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    b = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    b.load_state_dict(a.state_dict())
+    seen = []
+
+    def attack(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        seen.append(len(xb))
+        return 1 - xb
+
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    idx = torch.arange(5)
+    logged = adversarial_step(a, opt_a, x, y, attack)(idx)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
+    loss = F.cross_entropy(b(1 - x[idx]), y[idx])
+    loss.backward()
+    opt_b.step()
+    assert seen == [5]
+    assert logged["loss"] == pytest.approx(float(loss))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q)
