@@ -387,8 +387,8 @@ def test_ddc_neg_svm_on_a_hand_worked_example() -> None:
       x2 mirrors x0: w = (-1, -1), b = 0. All three points lie on the margins: E_m(x_m) = 1, E_m(x_j) = -1.
     * eta = 1.5: only the opposite point is a negative: x0 -> w = (1, 0), b = 0, x2 -> w = (-1, 0), b = 0, and
       x1 has no point farther than 1.5, so it falls back to SVDD of one point: E(x) = 2 x1^T x - 2.
-    LinearSVC's dual coordinate descent stops at tol = 1e-4, which leaves the coefficients up to ~0.01 from
-    the exact ones (observed 0.009 at most); a wrong negative set, tie-break or fallback moves them by >= 1.
+    libsvm's SMO stops at tol = 1e-4, close to the exact coefficients (0.02 allowed); a wrong negative set,
+    tie-break or fallback moves them by >= 1.
     """
     tol = 2e-2
     X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
