@@ -70,7 +70,7 @@ def ssc_omp_labels(X: Any, n_clusters: int, n_nonzero: int = 10, seed: int = 0) 
     Each unit-norm point x_j ``(d,)`` is written as a sparse combination of the *other* points by OMP
     (at most ``n_nonzero`` atoms; scikit-learn's :class:`~sklearn.linear_model.OrthogonalMatchingPursuit`),
     giving a coefficient matrix C ``(N, N)`` with zero diagonal; spectral clustering of the affinity
-    |C| + |C|^T into ``n_clusters`` (the true number: SSC needs it) gives the labels ``(N,)``.
+    ``|C| + |C|^T`` into ``n_clusters`` (the true number: SSC needs it) gives the labels ``(N,)``.
     One OMP per point: O(N^2 d n_nonzero) time, so the chapters run it at small N only.
     """
     from sklearn.linear_model import OrthogonalMatchingPursuit
