@@ -290,7 +290,7 @@ def test_curate_keeps_majority_members_of_large_clusters() -> None:
 
 
 # --------------------------------------------------------------------------- deep density clustering
-from companion.clustering import DeepDensityClustering, eps_neighbourhoods, select_eps, select_eta, svdd_dual, svdd_linear  # noqa: E402
+from companion.clustering import DeepDensityClustering, cosine_distances, eps_neighbourhoods, select_eps, select_eta, svdd_dual, svdd_linear  # noqa: E402
 from companion.clustering.ddc import ddc_evaluators  # noqa: E402
 
 
@@ -387,8 +387,8 @@ def test_ddc_neg_svm_on_a_hand_worked_example() -> None:
       x2 mirrors x0: w = (-1, -1), b = 0. All three points lie on the margins: E_m(x_m) = 1, E_m(x_j) = -1.
     * eta = 1.5: only the opposite point is a negative: x0 -> w = (1, 0), b = 0, x2 -> w = (-1, 0), b = 0, and
       x1 has no point farther than 1.5, so it falls back to SVDD of one point: E(x) = 2 x1^T x - 2.
-    LinearSVC's dual coordinate descent stops at tol = 1e-4, which leaves the coefficients up to ~0.01 from
-    the exact ones (observed 0.009 at most); a wrong negative set, tie-break or fallback moves them by >= 1.
+    libsvm's SMO stops at tol = 1e-4, close to the exact coefficients (0.02 allowed); a wrong negative set,
+    tie-break or fallback moves them by >= 1.
     """
     tol = 2e-2
     X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -434,6 +434,69 @@ def test_ddc_estimator_api_and_validation() -> None:
 
         check_estimator(DeepDensityClustering(eps=0.5), expected_failed_checks={
             "check_estimators_dtypes": "all-zero rows are rejected: no direction on the hypersphere"})
+
+
+def test_ddc_with_single_point_neighbourhoods_is_rescaled_cosine_ahc() -> None:
+    """n_V = 1 everywhere: SVDD is closed-form (E_m(x) = 2 x_m^T x - 2), so s_ij = -2 d_ij and DDC is average
+    linkage on 1 + (2/pi) arctan(2 d_ij), a monotone map of the cosine distance (the chapter's remark)."""
+    X, y = make_identities(6, sizes="uniform", size=12, dim=16, kappa_center=5.0, kappas=(150.0,), seed=3)
+    Xn = check_embeddings(X)
+    D = cosine_distances(Xn, normalised=True)
+    est = DeepDensityClustering(eps=1e-9).fit(X)
+    assert (est.neighbourhood_sizes_ == 1).all()
+    np.testing.assert_allclose(est.similarity_, -2 * D, atol=1e-12)
+    mapped = 1 + 2 / np.pi * np.arctan(2 * D)
+    np.fill_diagonal(mapped, 0.0)
+    np.testing.assert_allclose(est.linkage_, average_linkage(mapped), atol=1e-12)
+
+
+def test_ddc_clusters_an_easy_population_whose_neighbourhoods_hold_many_points() -> None:
+    """Six well separated identities of 20 points; r from eq. 3.2 gives neighbourhoods of several points,
+    where the density estimate changes the order of the pairs, and cutting DDC (and DDC-NEG) into six clusters
+    recovers the identities: a valid partition 0..5 with every label used, BCubed F = 1."""
+    X, y = make_identities(6, sizes="uniform", size=20, dim=16, kappa_center=5.0, kappas=(150.0,), seed=3)
+    eps, eta = select_eps(X, y), select_eta(X, y)
+    est = DeepDensityClustering(eps=eps).fit(X)
+    assert np.median(est.neighbourhood_sizes_) >= 5
+    # not a monotone map of the cosine: some pair is closer by cosine but farther by DDC
+    D = cosine_distances(X)
+    iu = np.triu_indices(len(y), 1)
+    order = np.argsort(D[iu], kind="stable")
+    assert (np.diff(est.similarity_[iu][order]) > 1e-9).any()
+    for fitted in (est, DeepDensityClustering(eps=eps, negatives=True, neg_eta=eta).fit(X)):
+        labels = fitted.cut(n_clusters=6)
+        assert labels.shape == y.shape
+        assert sorted(np.unique(labels)) == list(range(6))
+        assert bcubed(y, labels) == pytest.approx((1.0, 1.0, 1.0))
+        assert linkage_sweep(fitted.linkage_, y).best_f == pytest.approx(1.0)
+
+
+def test_ddc_neg_random_negatives_are_reproducible_and_validated() -> None:
+    X, _ = make_identities(5, sizes="uniform", size=10, dim=8, kappa_center=5.0, kappas=(100.0,), seed=4)
+    X = check_embeddings(X)
+    near = ddc_evaluators(X, eps=0.2, negatives=True, neg_eta=0.3, n_neg=5)
+    r0 = ddc_evaluators(X, eps=0.2, negatives=True, neg_eta=0.3, n_neg=5, neg_choice="random", seed=0)
+    r0b = ddc_evaluators(X, eps=0.2, negatives=True, neg_eta=0.3, n_neg=5, neg_choice="random", seed=0)
+    r1 = ddc_evaluators(X, eps=0.2, negatives=True, neg_eta=0.3, n_neg=5, neg_choice="random", seed=1)
+    np.testing.assert_array_equal(r0["W"], r0b["W"])
+    assert not np.allclose(r0["W"], near["W"])
+    assert not np.allclose(r0["W"], r1["W"])
+    with pytest.raises(ValueError, match="neg_choice"):
+        DeepDensityClustering(negatives=True, neg_choice="hardest").fit(X)
+
+
+def test_ssc_omp_separates_independent_subspaces() -> None:
+    """Three 3-d subspaces of R^12 in general position: every point is coded by points of its own subspace,
+    so spectral clustering of |C| + |C|^T recovers them exactly."""
+    from companion.clustering.baselines import ssc_omp_labels
+
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.normal(size=(12, 12)))[0]
+    X = np.concatenate([rng.normal(size=(30, 3)) @ Q[:, 3 * i:3 * i + 3].T for i in range(3)])
+    y = np.repeat([0, 1, 2], 30)
+    assert bcubed(y, ssc_omp_labels(X, 3, n_nonzero=3)) == pytest.approx((1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="n_nonzero"):
+        ssc_omp_labels(X, 3, n_nonzero=13)
 
 
 # --- Approximate Rank-Order (ARO) and adaptive-set PAHC --------------------------------------------------------

@@ -1,6 +1,7 @@
 """The baselines run beside PAHC and DDC, on unit-norm features.
 
-k-means, DBSCAN, HDBSCAN, spectral clustering and affinity propagation come from scikit-learn; each
+k-means, DBSCAN, HDBSCAN, spectral clustering and affinity propagation come from scikit-learn, and
+SSC-OMP (sparse subspace clustering by orthogonal matching pursuit) is built from its parts; each
 function returns labels ``(N,)``, density methods' noise points (label -1) becoming singleton clusters,
 since every image must be assigned an identity. Methods with a knob are swept with
 :func:`companion.clustering.metrics.sweep`.
@@ -61,6 +62,37 @@ def affinity_propagation_labels(X: Any, preference: float, seed: int = 0) -> np.
     est = AffinityPropagation(affinity="precomputed", preference=preference, damping=0.9, max_iter=300,
                               random_state=seed)
     return est.fit_predict(Xn @ Xn.T)
+
+
+def ssc_omp_labels(X: Any, n_clusters: int, n_nonzero: int = 10, seed: int = 0) -> np.ndarray:
+    """Sparse subspace clustering by orthogonal matching pursuit (SSC-OMP, You, Robinson and Vidal 2016).
+
+    Each unit-norm point x_j ``(d,)`` is written as a sparse combination of the *other* points by OMP
+    (at most ``n_nonzero`` atoms; scikit-learn's :class:`~sklearn.linear_model.OrthogonalMatchingPursuit`),
+    giving a coefficient matrix C ``(N, N)`` with zero diagonal; spectral clustering of the affinity
+    ``|C| + |C|^T`` into ``n_clusters`` (the true number: SSC needs it) gives the labels ``(N,)``.
+    One OMP per point: O(N^2 d n_nonzero) time, so the chapters run it at small N only.
+    """
+    from sklearn.linear_model import OrthogonalMatchingPursuit
+
+    Xn = check_embeddings(X)
+    n = len(Xn)
+    check_int(n_clusters, "n_clusters")
+    k = check_int(n_nonzero, "n_nonzero")
+    if k > min(n - 1, Xn.shape[1]):
+        raise ValueError(f"n_nonzero = {k} must not exceed min(N - 1, d) = {min(n - 1, Xn.shape[1])}")
+    coef = np.zeros((n, n))
+    omp = OrthogonalMatchingPursuit(n_nonzero_coefs=k, fit_intercept=False)
+    others = np.ones(n, dtype=bool)
+    for j in range(n):
+        others[j] = False
+        omp.fit(Xn[others].T, Xn[j])          # dictionary (d, N - 1), target x_j
+        coef[j, others] = omp.coef_
+        others[j] = True
+    affinity = np.abs(coef) + np.abs(coef).T
+    est = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", assign_labels="cluster_qr",
+                             random_state=seed)
+    return est.fit_predict(affinity)
 
 
 def _prefix_misses(L: np.ndarray, member: np.ndarray, chunk: int = 128) -> np.ndarray:

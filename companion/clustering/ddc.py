@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import gaussian_kde
-from sklearn.svm import LinearSVC, OneClassSVM
+from sklearn.svm import SVC, OneClassSVM
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_int, check_positive
-from .linkage import (DISTANCES, LinkageClustering, check_embeddings, fit_quietly, gram_blocks, set_similarity,
+from .linkage import (DISTANCES, LinkageClustering, check_embeddings, gram_blocks, set_similarity,
                       similarity_distance)
 
 
@@ -117,23 +117,37 @@ def svdd_dual(Z: np.ndarray, nu: float = 0.5) -> np.ndarray:
 
 
 def _neg_svm(Zp: np.ndarray, Zn: np.ndarray, C: float) -> tuple[np.ndarray, float]:
-    """Eq. 3.15 (Delta = 1): hinge-loss linear SVM, V(x) vs hard negatives; the bias is barely regularised."""
+    """Eq. 3.15 (Delta = 1): hinge-loss linear SVM, V(x) ``Zp`` vs negatives ``Zn``, unregularised bias rho.
+
+    Solved exactly by libsvm's SMO (:class:`~sklearn.svm.SVC`, linear kernel), whose bias is not
+    regularised, as in eq. 3.15. (An earlier version used LIBLINEAR with an intercept scaled by 10 to
+    approximate that; its dual coordinate descent stopped at the 5,000-pass limit on most
+    neighbourhoods of the face-like population, unconverged, and took about ten times longer.)
+    Returns ``(w, -rho)``: E(x) = w^T x - rho.
+    """
     y = np.r_[np.ones(len(Zp)), -np.ones(len(Zn))]
-    svc = LinearSVC(C=C, loss="hinge", dual=True, intercept_scaling=10.0, max_iter=5000, tol=1e-4, random_state=0)
-    fit_quietly(svc, np.r_[Zp, Zn], y)
+    svc = SVC(kernel="linear", C=C, tol=1e-4).fit(np.r_[Zp, Zn], y)
     return svc.coef_[0], float(svc.intercept_[0])
 
 
-def ddc_evaluators(X: np.ndarray, eps: float, nu: float = 0.5, negatives: bool = False, neg_eta: float = 0.4,
-                   n_neg: int = 100, C: float = 1.0, progress: bool = False) -> dict[str, np.ndarray]:
-    """Linear evaluation functions E_m(x) = W[m] x + o[m] and neighbourhood means M for unit-norm ``X``.
+NEG_CHOICES = ("nearest", "random")
 
-    ``negatives=False``: SVDD per eps-neighbourhood (DDC). ``negatives=True``: linear SVM against the
-    ``n_neg`` nearest points farther than ``neg_eta`` (DDC-NEG; SVDD where no negative exists).
-    Also returns ``sizes`` (n_V per point).
+
+def ddc_evaluators(X: np.ndarray, eps: float, nu: float = 0.5, negatives: bool = False, neg_eta: float = 0.4,
+                   n_neg: int = 100, C: float = 1.0, progress: bool = False, neg_choice: str = "nearest",
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Linear evaluation functions E_m(x) = W[m] x + o[m] and neighbourhood means M for unit-norm ``X`` ``(N, d)``.
+
+    ``negatives=False``: SVDD per eps-neighbourhood (DDC). ``negatives=True``: linear SVM against
+    ``n_neg`` points farther than ``neg_eta`` (DDC-NEG; SVDD where no negative exists), the nearest of
+    them (``neg_choice="nearest"``, the hardest) or a uniform sample of them (``"random"``, the source's
+    "sampled from"; generator seeded by ``seed``, so a fit is reproducible).
+    Returns ``W`` ``(N, d)``, ``o`` ``(N,)``, ``M`` ``(N, d)`` and ``sizes`` (n_V per point, ``(N,)``).
     """
     n, d = X.shape
     check_positive(eps, "eps")
+    check_choice(neg_choice, "neg_choice", NEG_CHOICES)
+    rng = np.random.default_rng(seed)
     W, o, M = np.empty((n, d)), np.empty(n), np.empty((n, d))
     sizes = np.empty(n, dtype=np.int64)
     bar = tqdm(total=n, desc="DDC-NEG: one SVM per point" if negatives else "DDC: one SVDD per point",
@@ -148,7 +162,10 @@ def ddc_evaluators(X: np.ndarray, eps: float, nu: float = 0.5, negatives: bool =
                 dist = 1 - G[r]                       # cosine distances from x_m (0 to itself)
                 far = np.flatnonzero(dist > neg_eta)
                 if far.size:
-                    neg = far[np.argsort(dist[far], kind="stable")[:n_neg]]
+                    if neg_choice == "nearest":
+                        neg = far[np.argsort(dist[far], kind="stable")[:n_neg]]
+                    else:
+                        neg = rng.choice(far, size=min(n_neg, far.size), replace=False)
                     W[m], o[m] = _neg_svm(Z, X[neg], C)
                     continue
             W[m], o[m] = svdd_linear(Z, nu)
@@ -162,15 +179,17 @@ class DeepDensityClustering(LinkageClustering):
 
     ``eps``: neighbourhood radius in cosine distance (estimate it with :func:`select_eps` on labelled
     *training* identities; the paper's features gave 0.23). ``nu``: SVDD parameter in (0, 1].
-    ``neg_eta``, ``n_neg``, ``C``: DDC-NEG's negative threshold (:func:`select_eta`), number of hard
-    negatives and SVM constant. ``distance``: ``"arctan"`` (default) or ``"exp"`` map of the similarity.
+    ``neg_eta``, ``n_neg``, ``C``, ``neg_choice``, ``seed``: DDC-NEG's negative threshold
+    (:func:`select_eta`), number of negatives, SVM constant, which far points serve as negatives
+    (``"nearest"`` or ``"random"``) and the seed of the random choice. ``distance``: ``"arctan"`` (default) or ``"exp"`` map of the similarity.
     Cut at ``threshold`` or ``n_clusters`` (default threshold 1, i.e. s = 0). ``fit`` sets ``labels_``,
     ``linkage_``, ``similarity_`` and ``neighbourhood_sizes_``.
     """
 
     def __init__(self, eps: float = 0.25, nu: float = 0.5, negatives: bool = False, neg_eta: float = 0.4,
                  n_neg: int = 100, C: float = 1.0, distance: str = "arctan", threshold: float | None = None,
-                 n_clusters: int | None = None, progress: bool = False) -> None:
+                 n_clusters: int | None = None, progress: bool = False, neg_choice: str = "nearest",
+                 seed: int = 0) -> None:
         self.eps = eps
         self.nu = nu
         self.negatives = negatives
@@ -181,6 +200,8 @@ class DeepDensityClustering(LinkageClustering):
         self.threshold = threshold
         self.n_clusters = n_clusters
         self.progress = progress
+        self.neg_choice = neg_choice
+        self.seed = seed
 
     def _check_params(self) -> None:
         check_positive(self.eps, "eps")
@@ -193,9 +214,12 @@ class DeepDensityClustering(LinkageClustering):
         check_int(self.n_neg, "n_neg")
         check_positive(self.C, "C")
         check_choice(self.distance, "distance", DISTANCES)
+        check_choice(self.neg_choice, "neg_choice", NEG_CHOICES)
+        check_int(self.seed, "seed", minimum=0)
 
     def _distances(self, X: np.ndarray) -> np.ndarray:
-        h = ddc_evaluators(X, self.eps, self.nu, self.negatives, self.neg_eta, self.n_neg, self.C, self.progress)
+        h = ddc_evaluators(X, self.eps, self.nu, self.negatives, self.neg_eta, self.n_neg, self.C, self.progress,
+                           self.neg_choice, self.seed)
         self.neighbourhood_sizes_ = h["sizes"]
         self.similarity_ = set_similarity(h["W"], h["M"], h["o"])     # (A + A^T) / 2, A[i, j] = mean of E_i over V(x_j)
         return similarity_distance(self.similarity_, self.distance)
