@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from . import expected as _expected
-from ._validate import check_choice
+from ._validate import check_choice, check_int
 
 PROFILES = ("ci", "book", "full")
 # Pages of _toc.yml that are not chapters (no parameters cell, no records), by their exact toc path.
@@ -78,11 +78,13 @@ def chapters(root: Path | None = None) -> dict[str, Path]:
 
 @dataclass
 class Run:
-    """One executed chapter: the executed notebook, its records and the wall time."""
+    """One executed chapter: the executed notebook, its records, the wall time and, when it was timed, the machine's
+    speed around the run (:func:`reference_workload_s`, the mean of one measurement before and one after)."""
 
     notebook: Path
     records: dict[str, float]
     seconds: float
+    workload_s: float | None = None
 
 
 def execute(source: Path, executed: Path, parameters: dict[str, Any], *, cell_timeout: int, label: str) -> float:
@@ -130,8 +132,13 @@ def _failed_cell(notebook: Path, message: str) -> str:
 
 
 def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/runs", params: dict[str, Any] | None = None,
-                cell_timeout: int | None = None) -> Run:
-    """Execute chapter ``name`` in ``profile``; write ``<out>/<name>.ipynb``, ``<name>.json`` (records), ``<name>.meta.json``."""
+                cell_timeout: int | None = None, *, time_workload: bool = False) -> Run:
+    """Execute chapter ``name`` in ``profile``; write ``<out>/<name>.ipynb``, ``<name>.json`` (records), ``<name>.meta.json``.
+
+    ``time_workload``: also time :func:`reference_workload_s` just before and just after the run (on the cores it may
+    use, at most two, whatever ``COMPANION_THREADS`` gives the run), so that its wall time can be judged against the
+    machine's speed at the time.
+    """
     check_choice(profile, "profile", PROFILES)
     known = chapters()
     if name not in known:
@@ -144,14 +151,17 @@ def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/ru
         stale.unlink(missing_ok=True)
     parameters = {"profile": profile, "records_path": str(records_path), **(params or {})}
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
+    before = reference_workload_s(min(2, available_cores())) if time_workload else None
     seconds = execute(known[name], executed, parameters, cell_timeout=timeout, label=f"chapter {name} ({profile})")
+    workload_s = None if before is None else (before + reference_workload_s(min(2, available_cores()))) / 2
     records = json.loads(records_path.read_text()) if records_path.exists() else {}
     meta = {"chapter": name, "profile": profile, "key": source_key(name, profile, params),
             "code_key": source_key(name, profile, params, code_only=True), "seconds": round(seconds, 1),
             "params": params or {},
-            "threads": os.environ.get("COMPANION_THREADS"), "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY")}
+            "threads": os.environ.get("COMPANION_THREADS"), "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
+            "workload_s": None if workload_s is None else round(workload_s, 3)}
     (out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return Run(executed, records, seconds)
+    return Run(executed, records, seconds, workload_s)
 
 
 def run_in_subprocess(name: str, profile: str, out_dir: Path, *, params: dict[str, Any] | None = None,
@@ -187,6 +197,66 @@ def current_records(runs: Path, name: str, profile: str) -> dict[str, float] | N
 def available_cores() -> int:
     """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# The ci budget: 90 s per chapter on the 2-core AMD EPYC the chapters were sized on, where the reference workload
+# (reference_workload_s, two threads) is estimated to take 0.55 s. That machine could not be measured again; the
+# estimate comes from invert_and_defend, the chapter that slowed down most between it and the Intel Xeon (Sapphire
+# Rapids, 2 vCPUs at 2.0 GHz) of 2026-12-03: 72 s there, 272 s here while the workload took 2.08 s (131 workloads).
+# Chapters without GAN projections slowed down less (2.1-3.0 times against 3.5-3.8), so for them the scaled budget
+# is up to about 1.7 times looser than 90 s on the EPYC. On that Xeon the workload took 1.8-6.0 s within minutes
+# (other guests of the host take up to 40 % of its CPU time), hence the measurement around each run.
+CI_BUDGET_S = 90.0
+REFERENCE_WORKLOAD_S = 0.55
+
+
+def ci_budget_s(workload_s: float, threads: int, cores: int) -> float:
+    """The ci budget of one chapter on this machine: :data:`CI_BUDGET_S` scaled by how much slower than the
+    reference machine this one runs :func:`reference_workload_s` (``workload_s``; never scaled down), and by the
+    share of the cores (at most two) that the run is given as torch threads (``COMPANION_THREADS``)."""
+    if not workload_s > 0:
+        raise ValueError(f"workload_s must be a positive number of seconds, got {workload_s!r}")
+    check_int(threads, "threads")
+    check_int(cores, "cores")
+    return CI_BUDGET_S * max(1.0, workload_s / REFERENCE_WORKLOAD_S) * max(1.0, min(cores, 2) / threads)
+
+
+def reference_workload_s(threads: int = 2, repeats: int = 4) -> float:
+    """Seconds this machine takes for a fixed torch workload shaped like the chapters': 10 Adam steps of a small
+    CNN classifier on 128 digit-sized images, then 10 Adam steps of 512 latent codes through a DCGAN-shaped
+    generator (the projections of Defense-GAN, InvGAN and MimicGAN); ``threads`` torch threads, the mean of
+    ``repeats`` after a warm-up (the mean, not the best: a chapter's run meets the machine's average speed, and
+    a shared machine's speed drifts by a fifth from minute to minute). The ci budget is scaled by it (:func:`ci_budget_s`), so that a slower machine is
+    not mistaken for a slower chapter. It runs in its own process, leaving this one's torch settings alone, and
+    builds its networks here so that no change to the companion can change it."""
+    check_int(threads, "threads")
+    check_int(repeats, "repeats")
+    code = f"""
+import time, torch
+from torch import nn
+torch.set_num_threads({threads}); torch.manual_seed(0)
+clf = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                    nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                    nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+gen = nn.Sequential(nn.Linear(32, 64 * 49), nn.BatchNorm1d(64 * 49), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                    nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                    nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Sigmoid()).eval().requires_grad_(False)
+x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
+z, target = torch.randn(512, 32, requires_grad=True), torch.rand(512, 1, 28, 28)
+opt_clf, opt_z = torch.optim.Adam(clf.parameters()), torch.optim.Adam([z])
+times = []
+for rep in range({repeats} + 1):
+    start = time.perf_counter()
+    for _ in range(10):
+        opt_clf.zero_grad(); nn.functional.cross_entropy(clf(x), y).backward(); opt_clf.step()
+    for _ in range(10):
+        opt_z.zero_grad(); (gen(z) - target).pow(2).sum().backward(); opt_z.step()
+    if rep:
+        times.append(time.perf_counter() - start)
+print(sum(times) / len(times))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def check_chapter(name: str, records: dict[str, float], profile: str = "ci", root: Path | None = None) -> list[str]:

@@ -10,26 +10,31 @@ import os
 import pytest
 
 from companion import expected
-from companion.regression import available_cores, check_chapter, chapters, repo_root, run_chapter
+from companion.regression import (CI_BUDGET_S, REFERENCE_WORKLOAD_S, available_cores, check_chapter, chapters, ci_budget_s,
+                                  repo_root, run_chapter)
 
-CI_BUDGET_S = 90.0   # per chapter, on a 2-core machine using both cores
 
-
-def budget_s() -> float:
-    """The ci budget, scaled up when the run is given fewer torch threads than the cores it has (COMPANION_THREADS)."""
+def budget_s(workload_s: float) -> float:
+    """The ci budget of a run on this machine (:func:`companion.regression.ci_budget_s`), given the machine's speed
+    measured around it."""
     cores = available_cores()
-    threads = int(os.environ.get("COMPANION_THREADS", cores))
-    return CI_BUDGET_S * max(1.0, min(cores, 2) / threads)
+    return ci_budget_s(workload_s, int(os.environ.get("COMPANION_THREADS", cores)), cores)
+
+
 OUT = repo_root() / "_build" / "ci" / "runs"
 
 
 @pytest.mark.chapter
 @pytest.mark.parametrize("name", sorted(chapters()))
 def test_chapter_reproduces_its_records_and_claims(name: str) -> None:
-    run = run_chapter(name, "ci", OUT)
+    run = run_chapter(name, "ci", OUT, time_workload=True)
     problems = check_chapter(name, run.records, "ci")
     assert not problems, f"chapter {name} ({run.notebook}):\n  " + "\n  ".join(problems)
-    assert run.seconds <= budget_s(), f"chapter {name} took {run.seconds:.0f} s in the ci profile (budget {budget_s():.0f} s)"
+    budget = budget_s(run.workload_s)
+    assert run.seconds <= budget, (
+        f"chapter {name} took {run.seconds:.0f} s in the ci profile, over its budget of {budget:.0f} s on this machine "
+        f"({CI_BUDGET_S:.0f} s on the reference machine, scaled by the reference workload: {run.workload_s:.2f} s "
+        f"here, {REFERENCE_WORKLOAD_S} s there)")
 
 
 @pytest.mark.parametrize("name", sorted(chapters()))

@@ -11,7 +11,8 @@ import pytest
 from companion import record, use_records_file
 from companion.expected import (ExpectedFileError, calibrate, check_records, claim_names, evaluate_claim, sample_size,
                                 validate)
-from companion.regression import NON_CHAPTERS, ChapterRunError, chapters, execute, run_chapter, toc_files
+from companion.regression import (CI_BUDGET_S, NON_CHAPTERS, REFERENCE_WORKLOAD_S, ChapterRunError, chapters,
+                                  ci_budget_s, execute, reference_workload_s, run_chapter, toc_files)
 
 RECORDS = {"acc_fgsm@0.1": 0.5, "acc_pgd@0.1": 0.2, "acc_pgd@0.2": 0.05, "clean": 0.97}
 
@@ -210,3 +211,23 @@ def test_batch_runs_build_no_widget(tmp_path, monkeypatch) -> None:
     assert not live_kernel()   # plain Python, no kernel
     monkeypatch.setenv("COMPANION_BATCH", "1")
     assert not live_kernel()
+
+
+def test_the_ci_budget_scales_with_a_slower_machine_and_fewer_threads_only() -> None:
+    assert ci_budget_s(REFERENCE_WORKLOAD_S, 2, 2) == CI_BUDGET_S
+    assert ci_budget_s(REFERENCE_WORKLOAD_S / 3, 2, 2) == CI_BUDGET_S          # a faster machine: never less
+    assert ci_budget_s(REFERENCE_WORKLOAD_S * 2.5, 2, 2) == pytest.approx(2.5 * CI_BUDGET_S)
+    assert ci_budget_s(REFERENCE_WORKLOAD_S, 1, 2) == 2 * CI_BUDGET_S           # half the cores as threads
+    assert ci_budget_s(REFERENCE_WORKLOAD_S, 2, 8) == CI_BUDGET_S               # more cores than two: no gain
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="workload_s"):
+            ci_budget_s(bad, 2, 2)
+    with pytest.raises((ValueError, TypeError)):
+        ci_budget_s(1.0, 0, 2)
+
+
+def test_the_reference_workload_is_timed_and_its_arguments_checked() -> None:
+    seconds = reference_workload_s(1, repeats=1)
+    assert 0 < seconds < 60
+    with pytest.raises((ValueError, TypeError)):
+        reference_workload_s(0)
