@@ -59,3 +59,18 @@ def record(name: str, value: float, *, show: bool = False) -> float:
         records[name] = v
         path.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
     return v
+
+
+def glue_skipped(*names: str) -> None:
+    """Glue NaN for numbers that this run's profile does not compute (a section the ``ci`` profile skips), so
+    that the prose's ``{glue:text}`` references to them still resolve (they read "nan" there); nothing is
+    written to the records file, and a name that this run does record must not be passed."""
+    for name in names:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"glue name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")
+    try:  # as in record: glue only inside a kernel that MyST-NB can read
+        from myst_nb import glue
+    except ImportError:
+        return
+    for name in names:
+        glue(name, float("nan"), display=False)

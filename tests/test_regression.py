@@ -231,3 +231,14 @@ def test_the_reference_workload_is_timed_and_its_arguments_checked() -> None:
     assert 0 < seconds < 60
     with pytest.raises((ValueError, TypeError)):
         reference_workload_s(0)
+
+
+def test_glue_skipped_records_nothing_and_checks_names(tmp_path) -> None:
+    from companion.record import glue_skipped
+
+    path = use_records_file(tmp_path / "r.json")
+    glue_skipped("search_images", "acc_x@0.1")
+    assert json.loads(path.read_text()) == {}
+    with pytest.raises(ValueError, match="glue name"):
+        glue_skipped("1bad")
+    use_records_file(None)
