@@ -225,10 +225,11 @@ def reference_workload_s(threads: int = 2, repeats: int = 4) -> float:
     """Seconds this machine takes for a fixed torch workload shaped like the chapters': 10 Adam steps of a small
     CNN classifier on 128 digit-sized images, then 10 Adam steps of 512 latent codes through a DCGAN-shaped
     generator (the projections of Defense-GAN, InvGAN and MimicGAN); ``threads`` torch threads, the mean of
-    ``repeats`` after a warm-up (the mean, not the best: a chapter's run meets the machine's average speed, and
-    a shared machine's speed drifts by a fifth from minute to minute). The ci budget is scaled by it (:func:`ci_budget_s`), so that a slower machine is
-    not mistaken for a slower chapter. It runs in its own process, leaving this one's torch settings alone, and
-    builds its networks here so that no change to the companion can change it."""
+    ``repeats`` after a warm-up (the mean, not the best: a chapter's run meets the machine's average speed, and a
+    shared machine's speed can halve from one minute to the next). The ci budget is scaled by it
+    (:func:`ci_budget_s`), so that a slower machine is not mistaken for a slower chapter. It runs in its own
+    process, leaving this one's torch settings alone, and builds its networks here so that no change to the
+    companion can change it."""
     check_int(threads, "threads")
     check_int(repeats, "repeats")
     code = f"""
