@@ -43,7 +43,7 @@ import yaml
 
 from . import expected as _expected
 from .notebooks import book_config, check_published, directive_options, launch_config, publish_downloads
-from .regression import (CELL_TIMEOUT_S, REFERENCE_WORKLOAD_S, available_cores, chapters, current_records,
+from .regression import (CELL_TIMEOUT_S, CI_BUDGET_S, REFERENCE_WORKLOAD_S, available_cores, chapters, current_records,
                          environment_summary, repo_root, run_in_subprocess)
 
 APPENDIX = "book/appendix/reproducibility"
@@ -709,19 +709,16 @@ def runtime_table(root: Path | None = None) -> str:
     env = environment_summary()
     rows = ["| chapter | `ci` | `ci` scaled to the reference machine | `book` |", "| --- | --- | --- | --- |"]
     for n in chapters(root):
-        cells = []
-        for profile in ("ci", "book"):
-            seconds = _meta(root / "_build" / profile / "runs", n).get("seconds")
-            cells.append("–" if seconds is None else f"{seconds:.0f} s")
-        ci = _meta(root / "_build" / "ci" / "runs", n)
+        ci, book = (_meta(root / "_build" / profile / "runs", n) for profile in ("ci", "book"))
+        ci_s, book_s = (("–" if m.get("seconds") is None else f"{m['seconds']:.0f} s") for m in (ci, book))
         scaled = (f"{ci['seconds'] * REFERENCE_WORKLOAD_S / ci['workload_s']:.0f} s"
                   if ci.get("seconds") and ci.get("workload_s") else "–")
-        rows.append(f"| {n} | {cells[0]} | {scaled} | {cells[1]} |")
+        rows.append(f"| {n} | {ci_s} | {scaled} | {book_s} |")
     return "\n".join([README_START, "", *rows, "",
                       f"Measured by the last `make test` (`ci`) and `make book` (`book`) on {env['cpu']}, "
                       f"{env['cores']} cores, torch {env['torch']}. Scaled: the `ci` time times "
                       f"{REFERENCE_WORKLOAD_S} s over the reference workload's time around the run "
-                      "(`companion.regression.ci_budget_s`); the budget is 90 s on that scale.", README_END])
+                      f"(`companion.regression.ci_budget_s`); the budget is {CI_BUDGET_S:.0f} s on that scale.", README_END])
 
 
 def write_readme_runtimes(root: Path | None = None) -> Path:

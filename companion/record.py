@@ -36,8 +36,7 @@ def record(name: str, value: float, *, show: bool = False) -> float:
     finite number (accuracies are fractions in [0, 1]). Nothing is printed unless ``show`` is true, then
     ``name = value`` (4 significant digits): a chapter shows its numbers in tables, figures and prose.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"record name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")
+    _check_name(name, "record")
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise TypeError(f"record {name!r}: value must be a number, got {type(value).__name__}")
     v = float(value)
@@ -45,12 +44,7 @@ def record(name: str, value: float, *, show: bool = False) -> float:
         raise ValueError(f"record {name!r}: value must be finite, got {v}")
     if show:
         print(f"{name} = {v:.4g}")
-    try:  # glue only inside a kernel that MyST-NB can read (no-op elsewhere)
-        from myst_nb import glue
-
-        glue(name, v, display=False)
-    except ImportError:
-        pass
+    _glue(name, v)
     path = _path
     if path is None and os.environ.get("COMPANION_RECORDS"):
         path = Path(os.environ["COMPANION_RECORDS"])
@@ -66,11 +60,20 @@ def glue_skipped(*names: str) -> None:
     that the prose's ``{glue:text}`` references to them still resolve (they read "nan" there); nothing is
     written to the records file, and a name that this run does record must not be passed."""
     for name in names:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"glue name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")
-    try:  # as in record: glue only inside a kernel that MyST-NB can read
+        _check_name(name, "glue")
+    for name in names:
+        _glue(name, float("nan"))
+
+
+def _check_name(name: str, kind: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"{kind} name {name!r} must start with a letter and use only letters, digits, '_', '.', '@'")
+
+
+def _glue(name: str, value: float) -> None:
+    """Glue ``value`` for MyST, only inside a kernel that MyST-NB can read (a no-op elsewhere)."""
+    try:
         from myst_nb import glue
     except ImportError:
         return
-    for name in names:
-        glue(name, float("nan"), display=False)
+    glue(name, value, display=False)

@@ -151,9 +151,10 @@ def run_chapter(name: str, profile: str = "ci", out_dir: str | Path = "_build/ru
         stale.unlink(missing_ok=True)
     parameters = {"profile": profile, "records_path": str(records_path), **(params or {})}
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
-    before = reference_workload_s(min(2, available_cores())) if time_workload else None
+    workload_threads = min(2, available_cores())
+    before = reference_workload_s(workload_threads) if time_workload else None
     seconds = execute(known[name], executed, parameters, cell_timeout=timeout, label=f"chapter {name} ({profile})")
-    workload_s = None if before is None else (before + reference_workload_s(min(2, available_cores()))) / 2
+    workload_s = None if before is None else (before + reference_workload_s(workload_threads)) / 2
     records = json.loads(records_path.read_text()) if records_path.exists() else {}
     meta = {"chapter": name, "profile": profile, "key": source_key(name, profile, params),
             "code_key": source_key(name, profile, params, code_only=True), "seconds": round(seconds, 1),

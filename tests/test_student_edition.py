@@ -3,6 +3,7 @@ from the staged notebooks, and a check of the built HTML that catches any soluti
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -270,7 +271,7 @@ def test_a_tiny_student_edition_builds_clean_and_shows_no_solution(tmp_path: Pat
     course = (html / "book" / "appendix" / "course.html").read_text()
     for source in chapters(root).values():
         for label in re.findall(r"^:label: (ex-[\w-]+)$", source.read_text(), re.M):
-            page = f"{source.stem}.html" if source.parent.name == "appendix" else f"../{source.parent.name}/{source.stem}.html"
+            page = os.path.relpath(f"book/{source.parent.name}/{source.stem}.html", Path(bookbuild.COURSE).parent)
             assert f'href="{page}#{label}"' in course, label
             assert f'id="{label}"' in (html / "book" / source.parent.name / f"{source.stem}.html").read_text()
 
