@@ -49,7 +49,7 @@ Model = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
 __all__ = ["ATTACKS", "EOT", "ascent_step", "bim", "bpda", "cw_l2", "deepfool", "fgsm", "fgsm_minimal", "jsma", "lbfgs",
-           "on_manifold_attack", "overpowered_attack", "per_sample_norms", "pgd", "project_l2_ball", "run_attack",
+           "on_manifold_attack", "overpowered_attack", "per_sample_norms", "perturbation_sizes", "pgd", "project_l2_ball", "run_attack",
            "universal_fgsm"]
 
 
@@ -102,6 +102,15 @@ def per_sample_norms(v: Tensor) -> Tensor:
     Each norm is at least 1e-12, so that ``v / per_sample_norms(v)`` is safe (a zero sample stays zero).
     """
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
+
+
+def perturbation_sizes(x: Tensor, x_adv: Tensor, norm: str) -> Tensor:
+    """The size of each perturbation ``x_adv − x`` of a batch in ``norm`` ("linf" or "l2"), shaped ``(B,)``."""
+    check_choice(norm, "norm", ("linf", "l2"))
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
 
 
 def project_l2_ball(v: Tensor, eps: float) -> Tensor:

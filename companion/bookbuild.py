@@ -707,18 +707,21 @@ def runtime_table(root: Path | None = None) -> str:
     """The README's runtime table, from the meta files of the last ``ci`` and ``book`` builds in ``_build``."""
     root = root or repo_root()
     env = environment_summary()
-    rows = ["| chapter | `ci` | `ci` scaled to the reference machine | `book` |", "| --- | --- | --- | --- |"]
+    rows = ["| chapter | `ci` | `ci` on the reference scale | `book` | `book` on the reference scale |",
+            "| --- | --- | --- | --- | --- |"]
     for n in chapters(root):
         ci, book = (_meta(root / "_build" / profile / "runs", n) for profile in ("ci", "book"))
         ci_s, book_s = (("–" if m.get("seconds") is None else f"{m['seconds']:.0f} s") for m in (ci, book))
-        scaled = (f"{ci['seconds'] * REFERENCE_WORKLOAD_S / ci['workload_s']:.0f} s"
-                  if ci.get("seconds") and ci.get("workload_s") else "–")
-        rows.append(f"| {n} | {ci_s} | {scaled} | {book_s} |")
+        ci_scaled, book_scaled = ((f"{m['seconds'] * REFERENCE_WORKLOAD_S / m['workload_s']:.0f} s"
+                                   if m.get("seconds") and m.get("workload_s") else "–") for m in (ci, book))
+        rows.append(f"| {n} | {ci_s} | {ci_scaled} | {book_s} | {book_scaled} |")
     return "\n".join([README_START, "", *rows, "",
                       f"Measured by the last `make test` (`ci`) and `make book` (`book`) on {env['cpu']}, "
-                      f"{env['cores']} cores, torch {env['torch']}. Scaled: the `ci` time times "
+                      f"{env['cores']} cores, torch {env['torch']}. On the reference scale: the time times "
                       f"{REFERENCE_WORKLOAD_S} s over the reference workload's time around the run "
-                      f"(`companion.regression.ci_budget_s`); the budget is {CI_BUDGET_S:.0f} s on that scale.", README_END])
+                      f"(`companion.regression.ci_budget_s`; `book` runs only where they were timed with "
+                      f"`python -m companion run CHAPTER --time-workload`); the `ci` budget is {CI_BUDGET_S:.0f} s "
+                      f"on that scale.", README_END])
 
 
 def write_readme_runtimes(root: Path | None = None) -> Path:

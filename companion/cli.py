@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default="_build/runs", help="folder for the executed notebook and records")
     run.add_argument("--cell-timeout", type=int, default=None, help="seconds any one cell may take (default by profile)")
     run.add_argument("--check", action="store_true", help="compare the records with tests/expected")
+    run.add_argument("--time-workload", action="store_true",
+                     help="time the reference workload around the run, so that its time can be read on the "
+                          "reference machine's scale (python -m companion runtimes)")
     check = sub.add_parser("check", help="compare a records file with tests/expected/<chapter>.json")
     check.add_argument("chapter")
     check.add_argument("records")
@@ -117,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         return _report(bookbuild.check_html(Path(args.html_dir)) + student)
     if args.command == "run":
         params = {k: _parse_value(v) for k, v in args.param}
-        result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout)
-        print(f"{args.chapter} ({args.profile}): {result.seconds:.1f} s -> {result.notebook}")
+        result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout,
+                                        time_workload=args.time_workload)
+        scaled = ("" if result.workload_s is None else
+                  f" ({result.seconds * regression.REFERENCE_WORKLOAD_S / result.workload_s:.0f} s on the reference "
+                  f"scale; reference workload {result.workload_s:.2f} s)")
+        print(f"{args.chapter} ({args.profile}): {result.seconds:.1f} s{scaled} -> {result.notebook}")
         for k, v in sorted(result.records.items()):
             print(f"  {k} = {v:.4g}")
         if not args.check:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._validate import check_choice, check_images, check_int, check_labels, check_positive
-from .attacks import run_attack
+from .attacks import perturbation_sizes, run_attack
 
 Model = Callable[[Tensor], Tensor]
 
@@ -59,12 +59,8 @@ def budgeted_accuracy(model: Model, x: Tensor, x_adv: Tensor, y: Tensor, budget:
     """
     y = check_labels(y, check_images(x, "x").shape[0], "y").to(x.device)
     check_images(x_adv, "x_adv")
-    if x_adv.shape != x.shape:
-        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
     check_positive(budget, "budget", allow_zero=True)
-    check_choice(norm, "norm", ("l2", "linf"))
-    delta = (x_adv - x).flatten(1)
-    size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)
+    size = perturbation_sizes(x, x_adv, norm)
     robust = (predict(model, x_adv) == y) | (size > budget)
     return float(robust.double().mean())
 

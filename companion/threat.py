@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_images, check_int, check_labels, check_positive
-from .attacks import EOT, bpda
+from .attacks import EOT, bpda, perturbation_sizes
 from .defenses.transforms import Preprocessed, majority_vote
 
-__all__ = ["Attack", "Defense", "ThreatTable", "evaluate", "wilson_interval", "within_budget"]
+__all__ = ["Attack", "Defense", "ThreatTable", "accuracy_with_interval", "evaluate", "wilson_interval", "within_budget"]
 
 Transform = Callable[[Tensor], Tensor]
 Model = Callable[[Tensor], Tensor]
@@ -49,14 +49,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def accuracy_with_interval(correct: Tensor) -> tuple[float, float, float]:
+    """The accuracy of per-image outcomes ``correct`` (bool ``(N,)``) and its 95 % Wilson interval: (acc, low, high)."""
+    if not isinstance(correct, Tensor) or correct.ndim != 1 or len(correct) == 0:
+        raise ValueError("correct must be a non-empty 1-D tensor of per-image outcomes")
+    low, high = wilson_interval(int(correct.sum()), len(correct))
+    return float(correct.double().mean()), low, high
+
+
 def within_budget(x: Tensor, x_adv: Tensor, budget: float, norm: str) -> Tensor:
     """``x_adv`` where it lies within ``budget`` of ``x`` (``norm`` "linf" or "l2", per image), else ``x``."""
-    check_choice(norm, "norm", ("linf", "l2"))
     check_positive(budget, "budget")
-    if x_adv.shape != x.shape:
-        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    size = perturbation_sizes(x, x_adv, norm)
     # a float margin: projected attacks land on the boundary up to rounding
     inside = size <= budget * (1 + 1e-5)
     return torch.where(inside.view(-1, *[1] * (x.ndim - 1)), x_adv, x)
@@ -108,11 +112,14 @@ class Defense:
             return torch.cat([self.model(self.transform(x[i: i + batch_size])).argmax(1)
                               for i in range(0, len(x), batch_size)])
 
-    def attack_model(self) -> Model:
-        """What an adaptive attacker differentiates: the classifier, behind the BPDA transform, under EOT."""
+    def attack_model(self, exact: bool = False) -> Model:
+        """What an adaptive attacker differentiates: the classifier, behind the BPDA transform, under EOT.
+
+        The forward pass runs ``attack_transform`` where one is given, or with ``exact`` the defense's own
+        ``transform``."""
         if self.transform is None:
             return self.model
-        forward = self.transform if self.attack_transform is None else self.attack_transform
+        forward = self.transform if exact or self.attack_transform is None else self.attack_transform
         pipeline = Preprocessed(bpda(forward, self.backward), self.model)
         return EOT(pipeline, samples=self.eot) if self.eot > 1 else pipeline
 
@@ -124,6 +131,9 @@ class Attack:
     ``adaptive=False``: crafted on the defense's bare classifier (``Defense.model``) and shared by every
     defense with the same classifier; ``adaptive=True``: crafted on :meth:`Defense.attack_model`.
     ``only`` restricts an attack to the named defenses (e.g. the on-manifold attack to the GAN defenses).
+    ``exact`` (adaptive attacks only): the attacker's forward pass runs the defense itself, not its cheaper
+    ``attack_transform`` (:meth:`Defense.attack_model`); on a deterministic defense, an attack that keeps its
+    best iterate (``pgd(..., keep_best=True)``) then keeps exactly the iterates that fool the defense.
     """
 
     name: str
@@ -132,9 +142,12 @@ class Attack:
     norm: str = "linf"
     adaptive: bool = False
     only: tuple[str, ...] | None = None
+    exact: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.norm, "norm", ("linf", "l2", "none"))
+        if self.exact and not self.adaptive:
+            raise ValueError(f"{self.name}: exact applies to adaptive attacks only")
         if not callable(self.run):
             raise TypeError(f"{self.name}: run must be callable")
 
@@ -157,12 +170,10 @@ class ThreatTable:
     distances: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def accuracy(self, defense: str, attack: str = "clean") -> float:
-        c = self.correct[defense][attack]
-        return float(c.double().mean())
+        return accuracy_with_interval(self.correct[defense][attack])[0]
 
     def interval(self, defense: str, attack: str = "clean") -> tuple[float, float]:
-        c = self.correct[defense][attack]
-        return wilson_interval(int(c.sum()), len(c))
+        return accuracy_with_interval(self.correct[defense][attack])[1:]
 
     def budgets(self) -> list[tuple[str, float]]:
         """The (norm, budget) pairs of the bounded attacks, in order of first appearance."""
@@ -211,7 +222,7 @@ def evaluate(defenses: Sequence[Defense], attacks: Sequence[Attack], x: Tensor, 
         key = (id(d.model), a.name)
         if a.adaptive or key not in cache:
             start = time.perf_counter()
-            x_adv = a.run(d.attack_model() if a.adaptive else d.model, x, y).detach()
+            x_adv = a.run(d.attack_model(a.exact) if a.adaptive else d.model, x, y).detach()
             if a.norm != "none":
                 x_adv = within_budget(x, x_adv, a.budget, a.norm)
             elapsed = (time.perf_counter() - start) / len(x)

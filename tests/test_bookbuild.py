@@ -199,3 +199,17 @@ def test_html_check_wants_alt_text_on_every_image(tmp_path) -> None:
     problems = bookbuild.check_html(_page(tmp_path, mathjax + good + bad))
     assert len(problems) == 4 and all("has no alt text" in p for p in problems), problems
     assert bookbuild.missing_alt_text('<img alt="Binder logo" src="_static/binder.svg">') == []
+
+
+def test_runtime_table_scales_timed_runs_to_the_reference_machine(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bookbuild, "chapters", lambda root=None: {"timed": Path("a.md"), "untimed": Path("b.md")})
+    for profile, seconds in (("ci", 60.0), ("book", 400.0)):
+        runs = tmp_path / "_build" / profile / "runs"
+        runs.mkdir(parents=True)
+        workload = 2 * bookbuild.REFERENCE_WORKLOAD_S          # a machine twice as slow as the reference
+        (runs / "timed.meta.json").write_text(json.dumps({"seconds": seconds, "workload_s": workload}))
+        (runs / "untimed.meta.json").write_text(json.dumps({"seconds": seconds}))
+    table = bookbuild.runtime_table(tmp_path)
+    assert "| timed | 60 s | 30 s | 400 s | 200 s |" in table
+    assert "| untimed | 60 s | – | 400 s | – |" in table
+    assert table.startswith(bookbuild.README_START) and table.endswith(bookbuild.README_END)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from companion.attacks import fgsm, pgd
-from companion.threat import Attack, Defense, evaluate, wilson_interval, within_budget
+from companion.attacks import fgsm, perturbation_sizes, pgd
+from companion.threat import Attack, Defense, accuracy_with_interval, evaluate, wilson_interval, within_budget
 
 
 class Linear(nn.Module):
@@ -35,6 +35,24 @@ def test_wilson_interval_matches_the_closed_form_and_stays_in_the_unit_interval(
     assert wilson_interval(0, 30)[1] > 0.05          # 0 of 30 is not "certainly 0 %"
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(11, 10)
+
+
+def test_accuracy_with_interval_is_the_mean_and_its_wilson_interval() -> None:
+    correct = torch.tensor([True] * 8 + [False] * 2)
+    assert accuracy_with_interval(correct) == pytest.approx((0.8, *wilson_interval(8, 10)))
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        accuracy_with_interval(torch.tensor([], dtype=torch.bool))
+
+
+def test_perturbation_sizes_per_image() -> None:
+    x = torch.zeros(2, 1, 2, 2)
+    x_adv = x.clone()
+    x_adv[0] += 0.5                                    # linf 0.5, l2 1.0
+    x_adv[1, 0, 0, 0] = -0.3                           # linf 0.3, l2 0.3
+    assert perturbation_sizes(x, x_adv, "linf").tolist() == pytest.approx([0.5, 0.3])
+    assert perturbation_sizes(x, x_adv, "l2").tolist() == pytest.approx([1.0, 0.3])
+    with pytest.raises(ValueError, match="shape"):
+        perturbation_sizes(x, x_adv[:1], "l2")
 
 
 def test_within_budget_keeps_only_examples_inside_the_ball() -> None:
@@ -100,6 +118,28 @@ def test_only_restricts_an_attack_and_worst_case_needs_a_run() -> None:
     with pytest.raises(KeyError):
         table.worst_case("first", "linf", 0.1)
     assert table.budgets() == [("linf", 0.1)]            # the unbounded attack is in no worst case
+
+
+def test_exact_attacks_run_the_defense_itself_in_their_forward_pass() -> None:
+    model = Linear()
+    x, y = data(6)
+    seen = []
+
+    def named(tag: str):
+        def transform(v: torch.Tensor) -> torch.Tensor:
+            seen.append(tag)
+            return v
+        return transform
+
+    defense = Defense("d", model, named("defense"), attack_transform=named("cheap"))
+    def probe(m, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        m(a)                                              # one forward pass through the attack model
+        return a
+    evaluate([defense], [Attack("cheap", probe, 0.1, adaptive=True),
+                         Attack("exact", probe, 0.1, adaptive=True, exact=True)], x, y, progress=False)
+    assert seen == ["defense", "cheap", "defense", "defense", "defense"]   # clean; cheap + its eval; exact + eval
+    with pytest.raises(ValueError, match="adaptive attacks only"):
+        Attack("e", probe, 0.1, exact=True)
 
 
 def test_batch_dependent_defense_sees_the_whole_set_and_votes_take_the_majority() -> None:
