@@ -44,7 +44,7 @@ import yaml
 from . import expected as _expected
 from .notebooks import book_config, check_published, directive_options, launch_config, publish_downloads
 from .regression import (CELL_TIMEOUT_S, CI_BUDGET_S, REFERENCE_WORKLOAD_S, available_cores, chapters, current_records,
-                         environment_summary, repo_root, run_in_subprocess)
+                         environment_summary, on_reference_scale, repo_root, run_in_subprocess)
 
 APPENDIX = "book/appendix/reproducibility"
 API = "book/appendix/api"
@@ -712,7 +712,7 @@ def runtime_table(root: Path | None = None) -> str:
     for n in chapters(root):
         ci, book = (_meta(root / "_build" / profile / "runs", n) for profile in ("ci", "book"))
         ci_s, book_s = (("–" if m.get("seconds") is None else f"{m['seconds']:.0f} s") for m in (ci, book))
-        ci_scaled, book_scaled = ((f"{m['seconds'] * REFERENCE_WORKLOAD_S / m['workload_s']:.0f} s"
+        ci_scaled, book_scaled = ((f"{on_reference_scale(m['seconds'], m['workload_s']):.0f} s"
                                    if m.get("seconds") and m.get("workload_s") else "–") for m in (ci, book))
         rows.append(f"| {n} | {ci_s} | {ci_scaled} | {book_s} | {book_scaled} |")
     return "\n".join([README_START, "", *rows, "",

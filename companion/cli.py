@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         result = regression.run_chapter(args.chapter, args.profile, args.out, params, cell_timeout=args.cell_timeout,
                                         time_workload=args.time_workload)
         scaled = ("" if result.workload_s is None else
-                  f" ({result.seconds * regression.REFERENCE_WORKLOAD_S / result.workload_s:.0f} s on the reference "
+                  f" ({regression.on_reference_scale(result.seconds, result.workload_s):.0f} s on the reference "
                   f"scale; reference workload {result.workload_s:.2f} s)")
         print(f"{args.chapter} ({args.profile}): {result.seconds:.1f} s{scaled} -> {result.notebook}")
         for k, v in sorted(result.records.items()):

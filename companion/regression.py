@@ -211,6 +211,14 @@ CI_BUDGET_S = 90.0
 REFERENCE_WORKLOAD_S = 0.55
 
 
+def on_reference_scale(seconds: float, workload_s: float) -> float:
+    """``seconds`` measured while :func:`reference_workload_s` took ``workload_s`` here, as seconds on the reference
+    machine (where it takes :data:`REFERENCE_WORKLOAD_S`)."""
+    if not workload_s > 0:
+        raise ValueError(f"workload_s must be a positive number of seconds, got {workload_s!r}")
+    return seconds * REFERENCE_WORKLOAD_S / workload_s
+
+
 def ci_budget_s(workload_s: float, threads: int, cores: int) -> float:
     """The ci budget of one chapter on this machine: :data:`CI_BUDGET_S` scaled by how much slower than the
     reference machine this one runs :func:`reference_workload_s` (``workload_s``; never scaled down), and by the

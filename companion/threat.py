@@ -170,7 +170,7 @@ class ThreatTable:
     distances: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def accuracy(self, defense: str, attack: str = "clean") -> float:
-        return accuracy_with_interval(self.correct[defense][attack])[0]
+        return float(self.correct[defense][attack].double().mean())
 
     def interval(self, defense: str, attack: str = "clean") -> tuple[float, float]:
         return accuracy_with_interval(self.correct[defense][attack])[1:]

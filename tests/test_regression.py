@@ -233,6 +233,14 @@ def test_the_reference_workload_is_timed_and_its_arguments_checked() -> None:
         reference_workload_s(0)
 
 
+def test_on_reference_scale_divides_out_the_machine_speed() -> None:
+    from companion.regression import on_reference_scale
+
+    assert on_reference_scale(120.0, 2 * REFERENCE_WORKLOAD_S) == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="workload_s"):
+        on_reference_scale(120.0, 0.0)
+
+
 def test_glue_skipped_records_nothing_and_checks_names(tmp_path) -> None:
     from companion.record import glue_skipped
 

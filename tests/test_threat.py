@@ -131,10 +131,11 @@ def test_exact_attacks_run_the_defense_itself_in_their_forward_pass() -> None:
             return v
         return transform
 
-    defense = Defense("d", model, named("defense"), attack_transform=named("cheap"))
     def probe(m, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         m(a)                                              # one forward pass through the attack model
         return a
+
+    defense = Defense("d", model, named("defense"), attack_transform=named("cheap"))
     evaluate([defense], [Attack("cheap", probe, 0.1, adaptive=True),
                          Attack("exact", probe, 0.1, adaptive=True, exact=True)], x, y, progress=False)
     assert seen == ["defense", "cheap", "defense", "defense", "defense"]   # clean; cheap + its eval; exact + eval
